@@ -1,0 +1,8 @@
+"""law tasks of the hidden-systematics audit. Thin: parameters, requirements, outputs;
+each run() calls into ``analysis`` and writes its targets atomically."""
+
+from tasks.errors import install_clean_error_reporting
+
+install_clean_error_reporting()
+
+from tasks.data import GenerateEvents, SelectEvents, MergeFeatures  # noqa: E402,F401

@@ -1,0 +1,190 @@
+"""From ROOT files to event-matched feature tables: GenerateEvents -> SelectEvents -> MergeFeatures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import law
+import luigi
+
+from analysis.errors import AuditError
+from analysis.seeds import derive_seed
+from tasks.base import AuditTask, AuditWorkflow, atomic_path, short_hash, write_json_atomic
+
+# config sections that change what the selection produces
+SELECTION_SECTIONS = ("input", "selection", "regions", "features", "systematics")
+
+
+class GenerateEvents(AuditWorkflow):
+    """Demo NanoAOD-format events; one branch per output file."""
+
+    def create_branch_map(self):
+        branches = []
+        for name, ds in self.cfg.datasets.items():
+            if ds.generate is None:
+                continue
+            n_total, n_files = ds.generate["n_events"], ds.generate.get("n_files", 1)
+            first = 0
+            for i in range(n_files):
+                n = n_total // n_files + (1 if i < n_total % n_files else 0)
+                branches.append(dict(dataset=name, process=ds.process, index=i, n_events=n, first_event=first))
+                first += n
+        if not branches:
+            raise AuditError(f"config '{self.config}' has no dataset with 'generate': nothing to generate")
+        return dict(enumerate(branches))
+
+    def output(self):
+        b = self.branch_data
+        spec_hash = short_hash([self.cfg.seed, self.cfg.datasets[b["dataset"]].generate, b["process"]])
+        return self.local_target(b["dataset"], spec_hash, f"events_{b['index']}.root")
+
+    def run(self):
+        from analysis.generate import generate_events
+
+        b = self.branch_data
+        out = self.output()
+        with atomic_path(out, suffix=".root") as tmp:
+            generate_events(
+                process=b["process"], n_events=b["n_events"],
+                seed=derive_seed(self.cfg.seed, "generate", b["dataset"], b["index"]),
+                path=tmp, first_event=b["first_event"], run=1,
+            )
+
+
+class SelectEvents(AuditWorkflow):
+    """The coffea selection with every object-level shift in one pass; one branch per input
+    file, which coffea splits into chunks and runs with the chosen executor."""
+
+    executor = luigi.ChoiceParameter(
+        default="iterative", choices=("iterative", "futures", "dask"), significant=False,
+        description="coffea executor inside a branch: iterative (default), futures or dask")
+    workers = luigi.IntParameter(default=2, significant=False,
+                                 description="worker processes for the futures/dask executors")
+    scheduler_address = luigi.Parameter(
+        default="", significant=False,
+        description="dask scheduler address (tcp://host:port); empty: a LocalCluster is started")
+
+    def create_branch_map(self):
+        cfg = self.cfg
+        if cfg.input.get("kind", "nanoaod") != "nanoaod":
+            raise AuditError(f"config '{self.config}' reads flat tables (input.kind: flat): run "
+                             "MergeFeatures directly, there is no coffea selection to run")
+        branches = []
+        gen_index = 0
+        for name, ds in cfg.datasets.items():
+            if ds.generate is not None:
+                for i in range(ds.generate.get("n_files", 1)):
+                    branches.append(dict(dataset=name, index=i, file=None, generate_branch=gen_index))
+                    gen_index += 1
+            else:
+                for i, f in enumerate(ds.files):
+                    branches.append(dict(dataset=name, index=i, file=f, generate_branch=None))
+        return dict(enumerate(branches))
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        if any(ds.generate is not None for ds in self.cfg.datasets.values()):
+            reqs["events"] = GenerateEvents.req(self)
+        return reqs
+
+    def requires(self):
+        b = self.branch_data
+        if b["generate_branch"] is None:
+            return None
+        return GenerateEvents.req(self, branch=b["generate_branch"])
+
+    def input_file(self) -> str:
+        b = self.branch_data
+        if b["file"] is not None:
+            if not Path(b["file"]).exists():
+                raise AuditError(f"input file {b['file']} of dataset '{b['dataset']}' does not exist "
+                                 f"(config {self.config}, datasets.{b['dataset']}.files)")
+            return b["file"]
+        return self.input().path
+
+    def output(self):
+        b = self.branch_data
+        parts = [self.section_hash(*SELECTION_SECTIONS),
+                 short_hash([self.cfg.raw["datasets"][b["dataset"]], b["file"]])]
+        return self.local_target(b["dataset"], "-".join(parts), f"features_{b['index']}.parquet")
+
+    def run(self):
+        from analysis.selection.run import select_files
+
+        b = self.branch_data
+        cfg = self.cfg
+        table = select_files(
+            [self.input_file()], cfg.datasets[b["dataset"]], cfg, executor=self.executor,
+            workers=self.workers, scheduler_address=self.scheduler_address or None,
+            chunk_size=cfg.input.get("chunk_size"),
+        )
+        with atomic_path(self.output(), suffix=".parquet") as tmp:
+            table.write(tmp)
+
+
+class MergeFeatures(AuditWorkflow):
+    """Per dataset: the event-matched feature table (normalised weights) and its cutflow."""
+
+    def create_branch_map(self):
+        return dict(enumerate(self.cfg.datasets))
+
+    @property
+    def is_flat(self) -> bool:
+        return self.cfg.input.get("kind", "nanoaod") == "flat"
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        if not self.is_flat:
+            reqs["selected"] = SelectEvents.req(self)
+        return reqs
+
+    def _select_branches(self) -> list[int]:
+        dataset = self.branch_data
+        sel = SelectEvents.req(self, branch=-1)
+        return [i for i, b in sel.get_branch_map().items() if b["dataset"] == dataset]
+
+    def requires(self):
+        if self.is_flat:
+            return None
+        return [SelectEvents.req(self, branch=i) for i in self._select_branches()]
+
+    def output(self):
+        dataset = self.branch_data
+        h = short_hash([self.section_hash(*SELECTION_SECTIONS, "luminosity", "seed"),
+                        self.cfg.raw["datasets"][dataset]])
+        return {
+            "table": self.local_target(dataset, h, "features.parquet"),
+            "cutflow": self.local_target(dataset, h, "cutflow.json"),
+        }
+
+    def run(self):
+        from analysis.tables import FeatureTable
+
+        cfg = self.cfg
+        ds = cfg.datasets[self.branch_data]
+        if self.is_flat:
+            from analysis.flat_tables import read_flat_dataset
+
+            table = read_flat_dataset(ds, cfg)
+        else:
+            from analysis.selection.run import normalise_weights
+
+            chunks = [FeatureTable.read(inp.path) for inp in self.input()]
+            table = normalise_weights(FeatureTable.concat(chunks), ds.cross_section, cfg.luminosity)
+        if table.n_events == 0 or not table.in_any_region().any():
+            raise AuditError(f"dataset '{ds.name}': no event passes the selection in any region; "
+                             f"check the selection cuts and the input files of config '{self.config}'")
+        outputs = self.output()
+        summary = {
+            "dataset": ds.name, "process": ds.process, "is_signal": ds.is_signal,
+            "n_rows": table.n_events,
+            "n_selected": {r: int(table.in_region(r).sum()) for r in table.regions},
+            "yield": {r: float(table.weights()[table.in_region(r)].sum()) for r in table.regions},
+            "cutflow": table.meta.extra.get("cutflow", {}),
+        }
+        with atomic_path(outputs["table"], suffix=".parquet") as tmp:
+            table.write(tmp)
+        write_json_atomic(outputs["cutflow"], summary)
+        self.publish_message(json.dumps({"dataset": ds.name, "rows": table.n_events,
+                                         "selected": summary["n_selected"]}))
