@@ -30,10 +30,14 @@ _audit_setup() {
     local stamp="$venv/.audit-installed"
     if [ ! -f "$stamp" ] || [ "$base/pyproject.toml" -nt "$stamp" ]; then
         echo "setup.sh: installing the project and its dependencies into $venv (a few minutes the first time)"
-        python -m pip install -q --upgrade pip || return 1
+        local log="$venv/install.log"
         # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
-        python -m pip install -q "torch==2.13.0" || return 1
-        python -m pip install -q -e "$base" || return 1
+        if ! { python -m pip install --upgrade pip && python -m pip install "torch==2.13.0" \
+                && python -m pip install -e "$base"; } >"$log" 2>&1; then
+            tail -n 30 "$log"
+            echo "setup.sh: installation failed, full log in $log"
+            return 1
+        fi
         touch "$stamp"
     fi
 

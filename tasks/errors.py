@@ -14,16 +14,28 @@ from analysis.errors import AuditError
 _installed = False
 
 
+_MARKER = "analysis.errors.AuditError: "
+
+
 class CleanAuditErrors(logging.Filter):
+    """luigi reports failures either with exc_info or with the traceback already formatted
+    into the message text; both forms are cut down to the first line plus the error."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, AuditError):
-            first = record.getMessage().splitlines()[0] if record.getMessage() else ""
-            record.msg = f"{first}\nerror: {exc}" if first else f"error: {exc}"
-            record.args = ()
-            record.exc_info = None
-            record.exc_text = None
+            self._shorten(record, record.getMessage(), str(exc))
+        elif isinstance(record.msg, str) and _MARKER in (text := record.getMessage()):
+            self._shorten(record, text, text.split(_MARKER, 1)[1].strip())
         return True
+
+    @staticmethod
+    def _shorten(record: logging.LogRecord, text: str, error: str) -> None:
+        first = text.splitlines()[0].rstrip(":") if text else ""
+        record.msg = f"{first}\nerror: {error}" if first else f"error: {error}"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
 
 
 def _excepthook(exc_type, exc, tb, _previous=sys.excepthook):
