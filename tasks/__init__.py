@@ -6,3 +6,4 @@ from tasks.errors import install_clean_error_reporting
 install_clean_error_reporting()
 
 from tasks.data import GenerateEvents, SelectEvents, MergeFeatures  # noqa: E402,F401
+from tasks.training import TrainModel, EvaluateModel  # noqa: E402,F401

@@ -21,14 +21,16 @@ class GenerateEvents(AuditWorkflow):
 
     def create_branch_map(self):
         branches = []
-        for name, ds in self.cfg.datasets.items():
+        for ds_index, (name, ds) in enumerate(self.cfg.datasets.items()):
             if ds.generate is None:
                 continue
             n_total, n_files = ds.generate["n_events"], ds.generate.get("n_files", 1)
             first = 0
             for i in range(n_files):
                 n = n_total // n_files + (1 if i < n_total % n_files else 0)
-                branches.append(dict(dataset=name, process=ds.process, index=i, n_events=n, first_event=first))
+                # one run number per dataset keeps (run, lumi, event) unique across the demo samples
+                branches.append(dict(dataset=name, process=ds.process, index=i, n_events=n,
+                                     first_event=first, run=ds_index + 1))
                 first += n
         if not branches:
             raise AuditError(f"config '{self.config}' has no dataset with 'generate': nothing to generate")
@@ -48,7 +50,7 @@ class GenerateEvents(AuditWorkflow):
             generate_events(
                 process=b["process"], n_events=b["n_events"],
                 seed=derive_seed(self.cfg.seed, "generate", b["dataset"], b["index"]),
-                path=tmp, first_event=b["first_event"], run=1,
+                path=tmp, first_event=b["first_event"], run=b["run"],
             )
 
 
