@@ -1,0 +1,14 @@
+"""coffea event selection of the mu + tau_h H -> tau tau analysis with systematic shifts.
+
+Modules: ``objects`` (reading NanoAOD collections, object selection), ``shifts`` (object-level
+shifts, MET propagation, weight variations), ``features`` (the feature registry), ``processor``
+(the coffea processor, all variants in one pass), ``run`` (entry points and executors).
+"""
+
+from analysis.selection.features import FEATURE_KINDS, FEATURES, resolve_features
+from analysis.selection.run import normalise_weights, plan_chunks, select_chunk, select_files
+
+__all__ = [
+    "FEATURE_KINDS", "FEATURES", "resolve_features",
+    "normalise_weights", "plan_chunks", "select_chunk", "select_files",
+]
