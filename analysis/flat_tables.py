@@ -398,7 +398,8 @@ def _root_tree(path: Path, tree_name: str | None):
         handle = uproot.open(path)
     except Exception as err:  # uproot raises many types for broken files
         raise AuditError(f"cannot open ROOT file {path}: {err}") from None
-    trees = [k.split(";")[0] for k, cls in handle.classnames().items() if cls == "TTree"]
+    # flat TTrees (and, as uproot reads them the same way, RNTuples)
+    trees = [k.split(";")[0] for k, cls in handle.classnames().items() if cls in ("TTree", "ROOT::RNTuple")]
     if tree_name is None:
         if len(set(trees)) != 1:
             raise AuditError(f"ROOT file {path} has TTrees {sorted(set(trees))}: set input.tree to the one to read")
@@ -419,7 +420,11 @@ def list_columns(path: Path, fmt: str, tree: str | None = None) -> list[str]:
             import pyarrow.parquet as pq
 
             return list(pq.read_schema(path).names)
-        return [str(k) for k in _root_tree(path, tree).keys(recursive=False)]
+        obj = _root_tree(path, tree)
+        try:
+            return [str(k) for k in obj.keys(recursive=False)]
+        except TypeError:  # RNTuple.keys() takes no 'recursive'
+            return [str(k) for k in obj.keys()]
     except AuditError:
         raise
     except Exception as err:
@@ -432,7 +437,7 @@ def read_columns(path: Path, fmt: str, columns: list[str], tree: str | None = No
 
     try:
         if fmt == "csv":
-            frame = pd.read_csv(path, usecols=columns, float_precision="round_trip")
+            frame = pd.read_csv(path, usecols=columns)  # pandas >= 2 parses floats exactly
         elif fmt == "parquet":
             import pyarrow.parquet as pq
 
