@@ -196,9 +196,12 @@ def _propagate(out: dict, p: dict, k: float, mmc: str, missing_value) -> None:
         v, ok = valid("DER_met_phi_centrality")
         before = met_phi_centrality_unsigned(met_phi, lep_phi, tau_phi)
         after = met_phi_centrality_unsigned(met_phi_new, lep_phi, tau_phi)
-        # the sign factor sign(sin(phi_tau - phi_lep)) is ill-defined for back-to-back pairs
-        # after rounding phi to 1e-3: take the sign that reproduces the published value
-        sign = np.where(np.abs(before - v) <= np.abs(before + v), 1.0, -1.0)
+        # the sign factor s = sign(sin(phi_tau - phi_lep)) is ill-defined for back-to-back
+        # pairs after rounding phi to 1e-3: where the direct value disagrees with the published
+        # one beyond rounding (0.02) and -s reproduces it, use -s
+        sign = np.where(np.sin(tau_phi - lep_phi) < 0, -1.0, 1.0)
+        off, flipped = np.abs(sign * before - v), np.abs(sign * before + v)
+        sign = np.where((off > 0.02) & (flipped < off), -sign, sign)
         delta = np.where(np.isfinite(before) & np.isfinite(after), sign * (after - before), 0.0)
         put("DER_met_phi_centrality", np.where(ok, np.clip(v + delta, -SQRT2, SQRT2), v))
     if "DER_mass_MMC" in out and mmc == "scale_like_mass_vis":
