@@ -17,6 +17,7 @@ import law
 import luigi
 
 from analysis.config import AnalysisConfig, load_config, resolve_config_path
+from tasks.remote import BatchWorkflow
 
 _CONFIG_CACHE: dict[tuple[str, float], AnalysisConfig] = {}
 
@@ -108,6 +109,6 @@ class AuditTask(law.Task):
         return self.cfg.section_hash(*sections)
 
 
-class AuditWorkflow(AuditTask, law.LocalWorkflow):
+class AuditWorkflow(AuditTask, BatchWorkflow):
     """A workflow over branches. Runs locally by default (law.LocalWorkflow); the batch
     systems plug in here so that every workflow task can be sent to them."""
