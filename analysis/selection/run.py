@@ -48,37 +48,47 @@ def _quiet_warnings():
     return ctx
 
 
-def inspect_file(path: str | os.PathLike) -> int:
-    """Number of events in ``path``; AuditError if it is not a readable NanoAOD file with the
-    branches the selection needs."""
+def _open_checked(path: str):
+    """(uproot file, Events tree) of ``path``; AuditError if it is not a readable NanoAOD file
+    with the branches the selection needs. The caller closes the file."""
     import uproot
 
-    path = str(path)
     if not Path(path).exists():
         raise AuditError(f"input file {path} does not exist")
     try:
         f = uproot.open(path)
     except Exception as err:  # uproot raises several types for non-ROOT / truncated files
         raise AuditError(f"{path} is not a readable ROOT file ({type(err).__name__}: {err})") from None
-    with f:
+    try:
         if TREE_NAME not in f:
-            raise AuditError(f"{path} has no '{TREE_NAME}' tree (found: {sorted(set(k.split(';')[0] for k in f.keys()))})")
+            found = sorted({k.split(";")[0] for k in f.keys()})
+            raise AuditError(f"{path} has no '{TREE_NAME}' tree (found: {found})")
         try:
             tree = f[TREE_NAME]
             keys = set(tree.keys())
-            n = int(tree.num_entries)
         except Exception as err:
             raise AuditError(f"{path}: cannot read the '{TREE_NAME}' tree ({type(err).__name__}: {err})") from None
-    for group in required_branches():
-        if not any(b in keys for b in group):
-            hint = ""
-            if group[0] == "MET_pt" and "PFMET_pt" in keys:
-                hint = " (this file names it PFMET_pt, as NanoAOD v15 does; the selection reads MET_pt)"
-            alt = f" (or {' / '.join(group[1:])})" if len(group) > 1 else ""
-            raise AuditError(
-                f"branch '{group[0]}'{alt} is missing in file {path}{hint}; the mu + tau_h selection needs it"
-            )
-    return n
+        for group in required_branches():
+            if not any(b in keys for b in group):
+                hint = ""
+                if group[0] == "MET_pt" and "PFMET_pt" in keys:
+                    hint = " (this file names it PFMET_pt, as NanoAOD v15 does; the selection reads MET_pt)"
+                alt = f" (or {' / '.join(group[1:])})" if len(group) > 1 else ""
+                raise AuditError(
+                    f"branch '{group[0]}'{alt} is missing in file {path}{hint}; the mu + tau_h selection needs it"
+                )
+    except BaseException:
+        f.close()
+        raise
+    return f, tree
+
+
+def inspect_file(path: str | os.PathLike) -> int:
+    """Number of events in ``path``; AuditError if it is not a readable NanoAOD file with the
+    branches the selection needs."""
+    f, tree = _open_checked(str(path))
+    with f:
+        return int(tree.num_entries)
 
 
 def plan_chunks(files, chunk_size: int) -> list[tuple[str, int, int]]:
@@ -139,14 +149,16 @@ def select_chunk(
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
     path = str(path)
-    n = inspect_file(path)
-    if not (0 <= entry_start <= entry_stop <= n):
-        raise AuditError(f"chunk [{entry_start}, {entry_stop}) is outside the {n} events of {path}")
     proc = SelectionProcessor(dataset, config)
+    f, tree = _open_checked(path)  # the open file (and its cached tree) is reused below
+    n = int(tree.num_entries)
+    if not (0 <= entry_start <= entry_stop <= n):
+        f.close()
+        raise AuditError(f"chunk [{entry_start}, {entry_stop}) is outside the {n} events of {path}")
     ctx = _quiet_warnings()
     try:
         events = NanoEventsFactory.from_root(
-            {path: TREE_NAME}, mode="virtual", schemaclass=NanoAODSchema,
+            f, treepath=TREE_NAME, mode="virtual", schemaclass=NanoAODSchema,
             entry_start=entry_start, entry_stop=entry_stop,
             metadata={"dataset": dataset.name, "filename": path, "entrystart": entry_start, "entrystop": entry_stop},
         ).events()
@@ -157,6 +169,7 @@ def select_chunk(
         raise AuditError(f"cannot process {path} [{entry_start}, {entry_stop}): {type(err).__name__}: {err}") from err
     finally:
         ctx.__exit__(None, None, None)
+        f.close()
     return _table_from_payload(out["chunks"][0], dataset, config)
 
 
