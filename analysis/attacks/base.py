@@ -159,7 +159,8 @@ class AttackContext:
     up_shift: torch.Tensor
     down_shift: torch.Tensor
     sign: torch.Tensor  # (N,) +1: push the logit up, -1: push it down
-    attacked: torch.Tensor  # (N,) bool
+    attacked: torch.Tensor  # (N,) bool: events that may move
+    target: torch.Tensor  # (N,) bool: events the objective is about (== attacked unless universal)
     labels: torch.Tensor | None
     weights: torch.Tensor
     keys: np.ndarray
@@ -174,6 +175,7 @@ class AttackContext:
         return AttackContext(
             self.model, self.device, self.x[idx], self.lower[idx], self.upper[idx], self.integer,
             self.nominal[idx], self.up_shift[idx], self.down_shift[idx], self.sign[idx], self.attacked[idx],
+            self.target[idx],
             None if self.labels is None else self.labels[idx], self.weights[idx], self.keys[idx_cpu.numpy()],
             self.seed, self.objective, self.envelope, self.feature_names,
         )
@@ -232,6 +234,9 @@ class Attack:
 
     name = "base"
     per_event = True
+    # universal = True: one mapping moves every event in ``mask`` (the adversarial network);
+    # the objective's class only selects which events the adversarial loss is about
+    universal = False
     defaults: dict = {}
 
     def __init__(self, **settings):
@@ -331,6 +336,9 @@ class Attack:
         else:
             attacked = m.clone()
             sign = torch.full((n,), float(s["direction"]))
+        target = attacked
+        if self.universal:
+            attacked = m.clone()
         if event_keys is None:
             keys = event_keys_from_features(envelope.nominal)
         else:
@@ -343,7 +351,7 @@ class Attack:
         ctx = AttackContext(
             model, dev, x.to(dev), envelope.lower.to(dev), envelope.upper.to(dev), envelope.integer.to(dev),
             envelope.nominal.to(dev), envelope.up_shift.to(dev), envelope.down_shift.to(dev), sign.to(dev),
-            attacked.to(dev), None if lab is None else lab.to(dev), w.to(dev), keys, seed, objective, envelope,
+            attacked.to(dev), target.to(dev), None if lab is None else lab.to(dev), w.to(dev), keys, seed, objective, envelope,
             envelope.feature_names,
         )
         x_adv = x.to(dev).clone()

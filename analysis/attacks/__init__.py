@@ -1,0 +1,71 @@
+"""Adversarial attacks on the classifier, confined to systematic envelopes, with hidden-ness
+checks and metrics (../shared/SCIENCE.md sections 3-4, ../shared/DESIGN.md "Envelope",
+"Attack", "Check").
+
+Modules
+-------
+``envelope``             ``Envelope`` (from shifted variants or declared uncertainties; box and
+                         nuisance-space views).
+``base``                 the ``Attack`` interface, ``AttackResult``, objectives, counter-based
+                         per-event randomness.
+``random_attack``        uniform inside the envelope (the control).
+``fgsm``                 iterated FGSM (Nachman & Shimmin 2019), projected into the envelope.
+``pgd``                  PGD with projection onto the per-event per-feature box.
+``nuisance_pgd``         PGD over a per-event nuisance parameter theta in [-k, k].
+``adversarial_network``  a learned universal g(x) = x + bounded delta(x) (Nachman & Shimmin).
+``conservattack``        CONSERVAttack (Bechtle et al. 2026), vectorised.
+``checks``               KS / chi2 / JSD / correlation / NN-output / band checks, ``is_hidden``.
+``metrics``              fooling ratio, AUC, eps_S/sqrt(eps_B), yield and output shifts, distance.
+``registry``             attack names -> classes (``make_attack``, ``run_attack``).
+``toy``                  a small synthetic problem for tests and benchmarks.
+
+No law/luigi imports here.
+"""
+
+from analysis.attacks.adversarial_network import (
+    AdversarialGenerator,
+    AdversarialNetworkAttack,
+    apply_generator,
+    load_generator,
+    save_generator,
+)
+from analysis.attacks.base import OBJECTIVES, Attack, AttackResult, model_probabilities
+from analysis.attacks.checks import (
+    ALL_CHECKS,
+    DEFAULT_THRESHOLDS,
+    CheckResult,
+    band_checks,
+    correlation_check,
+    feature_checks,
+    is_hidden,
+    nn_output_checks,
+    resolve_thresholds,
+    run_checks,
+)
+from analysis.attacks.conservattack import CONSERVAttack
+from analysis.attacks.envelope import Envelope
+from analysis.attacks.fgsm import FGSMAttack
+from analysis.attacks.metrics import (
+    attack_metrics,
+    envelope_distance,
+    fooling_ratio,
+    output_shift,
+    significance_curve,
+    significance_summary,
+    weighted_auc,
+    yield_shift,
+)
+from analysis.attacks.nuisance_pgd import NuisancePGDAttack
+from analysis.attacks.pgd import PGDAttack
+from analysis.attacks.random_attack import RandomAttack
+from analysis.attacks.registry import ATTACKS, attack_from_config, attack_names, get_attack_class, make_attack, run_attack
+
+__all__ = [
+    "ALL_CHECKS", "ATTACKS", "DEFAULT_THRESHOLDS", "OBJECTIVES",
+    "AdversarialGenerator", "AdversarialNetworkAttack", "Attack", "AttackResult", "CONSERVAttack", "CheckResult",
+    "Envelope", "FGSMAttack", "NuisancePGDAttack", "PGDAttack", "RandomAttack",
+    "apply_generator", "attack_from_config", "attack_metrics", "attack_names", "band_checks", "correlation_check",
+    "envelope_distance", "feature_checks", "fooling_ratio", "get_attack_class", "is_hidden", "load_generator",
+    "make_attack", "model_probabilities", "nn_output_checks", "output_shift", "resolve_thresholds", "run_attack",
+    "run_checks", "save_generator", "significance_curve", "significance_summary", "weighted_auc", "yield_shift",
+]
