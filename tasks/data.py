@@ -107,8 +107,10 @@ class SelectEvents(AuditWorkflow):
 
     def output(self):
         b = self.branch_data
+        # the normalisation (cross section, luminosity) enters only in MergeFeatures
+        ds = self.cfg.datasets[b["dataset"]]
         parts = [self.section_hash(*SELECTION_SECTIONS),
-                 short_hash([self.cfg.raw["datasets"][b["dataset"]], b["file"]])]
+                 short_hash([ds.process, ds.is_signal, ds.generate, b["file"], self.cfg.seed])]
         return self.local_target(b["dataset"], "-".join(parts), f"features_{b['index']}.parquet")
 
     def run(self):

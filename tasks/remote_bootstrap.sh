@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Job bootstrap of the hidden-systematics audit: law's job script (law_job.sh) sources this file
-# in the job directory ($LAW_JOB_HOME) before it runs the task branches. The {{...}} fields are
+# in the job directory ($LAW_JOB_HOME) before it runs the task branches. The fields in double braces are
 # rendered at submission by tasks/remote.py (BatchWorkflow._render_variables):
 #   audit_base       the checkout on the submitting machine (read from a shared file system)
 #   audit_data_path  DATA_PATH of the submitting machine (outputs; must be visible on the node)

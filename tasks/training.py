@@ -14,7 +14,7 @@ def load_sample(task):
     from analysis.samples import assemble
     from analysis.tables import FeatureTable
 
-    merged = MergeFeatures.req(task)
+    merged = MergeFeatures.req(task, branch=-1)
     outputs = merged.output()["collection"].targets
     tables = [FeatureTable.read(outputs[i]["table"].path) for i in sorted(outputs)]
     return assemble(tables, task.cfg.feature_names)
@@ -44,11 +44,11 @@ class TrainModel(ModelWorkflow):
 
     def workflow_requires(self):
         reqs = super().workflow_requires()
-        reqs["features"] = MergeFeatures.req(self)
+        reqs["features"] = MergeFeatures.req(self, branch=-1)
         return reqs
 
     def requires(self):
-        return MergeFeatures.req(self)
+        return MergeFeatures.req(self, branch=-1)
 
     def output(self):
         h = self.model_hash()

@@ -32,3 +32,10 @@ def write_config(tmp_path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def law_data(tmp_path_factory):
+    """One DATA_PATH for the law integration tests of a session: later stages reuse what
+    earlier tests produced, as a user's reruns would."""
+    return tmp_path_factory.mktemp("law_data")

@@ -10,8 +10,8 @@ from law_cli import files_below, run_law
 
 
 @pytest.fixture(scope="module")
-def merged(tmp_path_factory):
-    data = tmp_path_factory.mktemp("data")
+def merged(law_data):
+    data = law_data
     first = run_law(data, "MergeFeatures", "--config", "ci", "--version", "t", "--workers", "2")
     assert first.returncode == 0, first.output[-3000:]
     return data, first
@@ -38,12 +38,12 @@ def test_merge_features_end_to_end(merged):
 
 def test_second_run_is_a_quick_no_op(merged):
     data, _ = merged
-    before = {p: p.stat().st_mtime for p in files_below(data)}
+    before = {p: p.stat().st_mtime for p in files_below(data / "MergeFeatures")}
     again = run_law(data, "MergeFeatures", "--config", "ci", "--version", "t")
     assert again.returncode == 0, again.output[-2000:]
     assert again.ran("SelectEvents") == 0 and again.ran("MergeFeatures") == 0
     assert again.seconds < 30
-    assert {p: p.stat().st_mtime for p in files_below(data)} == before
+    assert {p: p.stat().st_mtime for p in files_below(data / "MergeFeatures")} == before
 
 
 def test_print_status_shows_the_tree(merged):
