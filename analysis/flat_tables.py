@@ -668,6 +668,24 @@ def read_flat_datasets(config: AnalysisConfig) -> dict[str, FeatureTable]:
     return {name: read_flat_dataset(ds, config) for name, ds in config.datasets.items()}
 
 
+def declared_sigmas(table: FeatureTable, systematic: str) -> tuple[dict[str, float], dict[str, bool]]:
+    """(sigma, relative) per feature of a declared-only systematic, in the form
+    ``analysis.attacks.envelope.Envelope.from_uncertainties(nominal, sigma, relative,
+    feature_names=table.features)`` takes; features not listed get no entry (sigma 0)."""
+    declared = table.meta.extra.get("declared_uncertainties", {})
+    if systematic not in declared:
+        raise AuditError(
+            f"dataset '{table.meta.dataset}': no declared uncertainties for '{systematic}' "
+            f"(declared: {sorted(declared)})"
+        )
+    sigma, relative = {}, {}
+    for feature, spec in declared[systematic].items():
+        (mode, value), = spec.items()
+        sigma[feature] = float(value)
+        relative[feature] = mode == "relative"
+    return sigma, relative
+
+
 # -- helpers -------------------------------------------------------------------------------
 def _label_matches(labels, signal_label, is_signal: bool, files) -> np.ndarray:
     values = labels.to_numpy()

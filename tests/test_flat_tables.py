@@ -12,7 +12,7 @@ import yaml
 
 from analysis.config import load_config
 from analysis.errors import AuditError
-from analysis.flat_tables import read_flat_dataset, read_flat_datasets
+from analysis.flat_tables import declared_sigmas, read_flat_dataset, read_flat_datasets
 from analysis.tables import FeatureTable
 
 N = 240
@@ -193,6 +193,20 @@ def test_declared_uncertainties_go_to_meta(flat_files):
         "decl": {"pt_a": {"relative": 0.02}, "eta": {"absolute": 0.01}}}
     # the systematic applies to process 'sig' only: no envelope for the background
     assert tables["bkg"].meta.extra["declared_uncertainties"] == {"decl": {}}
+    sigma, relative = declared_sigmas(tables["sig"], "decl")
+    assert sigma == {"pt_a": 0.02, "eta": 0.01} and relative == {"pt_a": True, "eta": False}
+    assert declared_sigmas(tables["bkg"], "decl") == ({}, {})
+    with pytest.raises(AuditError, match="ptsc"):
+        declared_sigmas(tables["sig"], "ptsc")
+    # the form the attack stage's envelope takes: relative sigma of a 0.0 fill stays 0
+    from analysis.attacks.envelope import Envelope
+
+    t = tables["sig"]
+    env = Envelope.from_uncertainties(t.features_of(), sigma, relative, feature_names=t.features)
+    half = (env.upper - env.lower).numpy() / 2
+    np.testing.assert_allclose(half[:, 0], 0.02 * np.abs(t.features_of(features=["pt_a"])[:, 0]), rtol=1e-4)
+    np.testing.assert_allclose(half[:, 1], 0.01, rtol=1e-4)
+    assert (half[:, 2:] == 0).all()
 
 
 def test_write_read_roundtrip(flat_files, tmp_path):
