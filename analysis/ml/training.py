@@ -65,6 +65,9 @@ class TrainingSettings:
     seed: int = 0
     lambdas: dict[str, float] = field(default_factory=dict)  # systematic -> lambda_s
     n_bins: int = 10
+    # Ramp the lambdas linearly from 0 (epoch 1) to their full value (epoch warmup + 1);
+    # early stopping only starts once the penalty is at full strength.
+    penalty_warmup_epochs: int = 0
     penalty_on: str = "background"  # whose events enter the penalty histograms
     class_balance: bool = True
     device: str = "auto"
@@ -72,7 +75,15 @@ class TrainingSettings:
     split_salt: str = "audit-split"
     progress: bool = True
 
-    ALIASES = {"lr": "learning_rate", "hidden": "hidden_layers", "epochs": "max_epochs"}
+    # spellings used in the analysis configuration files
+    ALIASES = {
+        "lr": "learning_rate",
+        "hidden": "hidden_layers",
+        "epochs": "max_epochs",
+        "penalty": "lambdas",
+        "penalty_bins": "n_bins",
+        "split": "split_fractions",
+    }
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "TrainingSettings":
@@ -83,10 +94,24 @@ class TrainingSettings:
             key = cls.ALIASES.get(key, key)
             if key not in names:
                 raise AuditError(f"unknown training setting '{key}'; known: {sorted(names)}")
+            if key in kwargs:
+                raise AuditError(f"training setting '{key}' is given twice (under two spellings)")
+            if key == "split_fractions" and isinstance(value, dict):
+                extra = set(value) - {"train", "validation", "test"}
+                if extra or "train" not in value or "validation" not in value:
+                    raise AuditError(f"split must have keys train, validation (and test), got {sorted(value)}")
+                value = (value["train"], value["validation"], value.get("test", 0.0))
+            if key in ("lambdas",) and value is None:
+                value = {}
             kwargs[key] = value
         s = cls(**kwargs)
         s.validate()
         return s
+
+    def __post_init__(self):
+        self.split_fractions = tuple(self.split_fractions)
+        if self.hidden_layers is not None and isinstance(self.hidden_layers, (list, tuple)):
+            self.hidden_layers = list(self.hidden_layers)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -119,6 +144,11 @@ class TrainingSettings:
         positive("learning_rate", integer=False)
         positive("weight_decay", integer=False, allow_zero=True)
         positive("min_delta", integer=False, allow_zero=True)
+        positive("penalty_warmup_epochs", allow_zero=True)
+        if self.penalty_warmup_epochs >= self.max_epochs:
+            raise AuditError(
+                f"penalty_warmup_epochs ({self.penalty_warmup_epochs}) must be smaller than max_epochs ({self.max_epochs})"
+            )
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
             raise AuditError(f"training setting 'seed' must be an integer, got {self.seed!r}")
         if not isinstance(self.lambdas, dict):
@@ -333,13 +363,20 @@ class TrainingResult:
 class _Variations:
     """Penalty variations of one split, as device tensors, vectorised over variants.
 
-    Rows of ``w`` : 0 = nominal penalty weights, then one row per variant (systematic x side).
-    ``shifted`` (n_shift, N, F) holds the shifted features; ``source`` maps each row of ``w``
-    to the row of the output matrix [nominal outputs, shifted outputs...] it histograms.
+    Only the events of the penalty class(es) enter the penalty histograms, so only they are
+    stored here ("penalty rows"): ``rows`` are their indices in the split, ``pen_pos`` maps a
+    split index to its penalty row (-1: not a penalty event). Rows of ``w`` (1+V, P):
+    0 = nominal penalty weights, then one row per variant (systematic x side). ``shifted``
+    (n_shift, P, F) holds shifted features; ``source`` maps each row of ``w`` to the row of the
+    output matrix [nominal outputs, shifted outputs...] it histograms.
     """
 
     def __init__(self, names, systematics, sel, w_bal, pen_mask, class_factor, y, device):
-        shifted, source, wrows, syst_index = [], [0], [w_bal * pen_mask], []
+        rows = np.flatnonzero(pen_mask)
+        pen_pos = np.full(len(pen_mask), -1, dtype=np.int64)
+        pen_pos[rows] = np.arange(len(rows))
+        fac = class_factor[y.astype(int)][rows]
+        shifted, source, wrows, syst_index = [], [0], [w_bal[rows]], []
         for s, name in enumerate(names):
             v = systematics[name]
             for side in ("up", "down"):
@@ -347,19 +384,21 @@ class _Variations:
                 if xv is None and wv is None:
                     continue
                 if xv is not None:
-                    shifted.append(xv[sel])
+                    shifted.append(xv[sel][rows])
                     source.append(len(shifted))
                 else:
                     source.append(0)
-                wrows.append(w_bal * pen_mask if wv is None else wv[sel] * class_factor[y.astype(int)] * pen_mask)
+                wrows.append(w_bal[rows] if wv is None else wv[sel][rows] * fac)
                 syst_index.append(s)
         self.n_syst = len(names)
         self.n_shift = len(shifted)
-        self.shifted = (
-            torch.from_numpy(np.stack(shifted)).to(device) if shifted else None
-        )  # (n_shift, N, F)
+        self.n_rows = len(rows)
+        self.all_rows = len(rows) == len(pen_mask)
+        self.rows = torch.from_numpy(rows).to(device)
+        self.pen_pos = torch.from_numpy(pen_pos).to(device)
+        self.shifted = torch.from_numpy(np.stack(shifted)).to(device) if shifted else None
         self.source = torch.tensor(source, device=device)
-        self.w = torch.from_numpy(np.stack(wrows).astype(np.float32)).to(device)  # (1+V, N)
+        self.w = torch.from_numpy(np.stack(wrows).astype(np.float32)).to(device)  # (1+V, P)
         self.syst_index = torch.tensor(syst_index, dtype=torch.long, device=device)  # (V,)
 
     def per_systematic(self, per_variant: torch.Tensor) -> torch.Tensor:
@@ -462,8 +501,10 @@ def train_classifier(
         stopped_early = False
         K, B = int(s.n_bins), int(s.batch_size)
         for epoch in range(1, int(s.max_epochs) + 1):
+            warm = s.penalty_warmup_epochs
+            ramp = min(1.0, (epoch - 1) / warm) if warm > 0 else 1.0
             t0 = time.perf_counter()
-            train_bce, train_pen = _train_epoch(model, opt, Xtr, ytr, wtr, vtr, lam_train, K, B, shuffle_gen)
+            train_bce, train_pen = _train_epoch(model, opt, Xtr, ytr, wtr, vtr, lam_train * ramp, K, B, shuffle_gen)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t1 = time.perf_counter()
@@ -472,10 +513,11 @@ def train_classifier(
 
             train_bce = train_bce / n_train
             train_lam = {n: float(v) / n_train for n, v in zip(pen_names, train_pen.tolist())}
-            train_loss = train_bce + sum(s.lambdas[n] * v for n, v in train_lam.items())
+            train_loss = train_bce + ramp * sum(s.lambdas[n] * v for n, v in train_lam.items())
             val_lam = dict(zip(mon_names, val["lambda"].tolist()))
             val_loss = val["bce"] + float((lam_val * val["lambda"]).sum()) if mon_names else val["bce"]
-            improved = val_loss < best_loss - s.min_delta
+            # val_loss always uses the full lambdas, so it is comparable across epochs
+            improved = ramp == 1.0 and val_loss < best_loss - s.min_delta
             rec = {
                 "epoch": epoch,
                 "train_loss": float(train_loss),
@@ -488,13 +530,14 @@ def train_classifier(
                 "train_seconds": t1 - t0,
                 "val_seconds": t2 - t1,
                 "train_events_per_s": n_train / max(t1 - t0, 1e-12),
+                "penalty_scale": ramp,
                 "improved": bool(improved),
             }
             history.append(rec)
             if improved:
                 best_loss, best_epoch, wait = val_loss, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
+            elif ramp == 1.0:
                 wait += 1
             log(_progress_line(rec, s.max_epochs))
             if wait >= s.patience:
@@ -520,32 +563,45 @@ def train_classifier(
 
 def _train_epoch(model, opt, Xtr, ytr, wtr, var: _Variations, lam, n_bins, batch_size, gen):
     """One pass over the training set. Returns (sum of weighted BCE, per-systematic sum of
-    batch Lambdas weighted by batch size) as tensors; no host sync inside the loop."""
+    batch Lambdas weighted by batch size); no host sync inside the loop on CPU (on CUDA one
+    small one per batch, for the number of penalty events in it)."""
     model.train()
-    n = Xtr.shape[0]
+    n, nf = Xtr.shape
     perm = torch.randperm(n, generator=gen, device=Xtr.device)
     bce_sum = torch.zeros((), device=Xtr.device)
     pen_sum = torch.zeros(var.n_syst, device=Xtr.device)
-    use_pen = var.n_syst > 0
+    use_pen = var.n_syst > 0 and var.n_rows > 0
     for start in range(0, n, batch_size):
         idx = perm[start : start + batch_size]
         b = idx.shape[0]
         xb = Xtr[idx]
-        if var.n_shift:
-            # nominal and shifted rows in one forward pass
-            xs = var.shifted[:, idx].reshape(-1, xb.shape[1])
-            logits_all = model.logits(torch.cat([xb, xs]))
-            logits = logits_all[:b]
-        else:
-            logits = model.logits(xb)
-        bce = _bce_sum(logits, ytr[idx], wtr[idx])
-        loss = bce / b
         if use_pen:
-            f_all = torch.sigmoid(logits_all if var.n_shift else logits).view(1 + var.n_shift, b)
-            h = soft_histogram(f_all[var.source], var.w[:, idx], n_bins)  # (1+V, K)
+            if var.all_rows:
+                at, prow = None, idx
+            else:
+                # positions in the batch of the penalty-class events, and their penalty rows
+                pos = var.pen_pos[idx]
+                at = (pos >= 0).nonzero().squeeze(1)
+                prow = pos[at]
+            p = prow.shape[0]
+            if var.n_shift:
+                # nominal batch and the shifted penalty rows in one forward pass
+                xs = var.shifted[:, prow].reshape(-1, nf)
+                logits_all = model.logits(torch.cat([xb, xs]))
+                logits = logits_all[:b]
+                f_shift = torch.sigmoid(logits_all[b:]).view(var.n_shift, p)
+            else:
+                logits = model.logits(xb)
+            f_nom = torch.sigmoid(logits if at is None else logits[at])
+            f_all = torch.cat([f_nom.unsqueeze(0), f_shift]) if var.n_shift else f_nom.unsqueeze(0)
+            h = soft_histogram(f_all[var.source], var.w[:, prow], n_bins)  # (1+V, K)
             lam_s = var.per_systematic(relative_deviation(h[0], h[1:]))
-            loss = loss + (lam * lam_s).sum()
+            bce = _bce_sum(logits, ytr[idx], wtr[idx])
+            loss = bce / b + (lam * lam_s).sum()
             pen_sum += lam_s.detach() * b
+        else:
+            bce = _bce_sum(model.logits(xb), ytr[idx], wtr[idx])
+            loss = bce / b
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -559,28 +615,30 @@ def _evaluate_split(model, X, y, w, var: _Variations, n_bins, chunk: int = 65536
     from analysis.ml.evaluation import weighted_auc
 
     model.eval()
-    n = X.shape[0]
+    n, nf = X.shape
     bce = torch.zeros((), device=X.device)
-    hist = torch.zeros(var.w.shape[0], n_bins, device=X.device)
     scores = torch.empty(n, device=X.device)
     for start in range(0, n, chunk):
         sl = slice(start, start + chunk)
         logits = model.logits(X[sl])
         bce += _bce_sum(logits, y[sl], w[sl])
-        f = torch.sigmoid(logits)
-        scores[sl] = f
-        if var.n_syst:
-            rows = [f]
+        scores[sl] = torch.sigmoid(logits)
+    lam = torch.zeros(var.n_syst)
+    if var.n_syst and var.n_rows:
+        hist = torch.zeros(var.w.shape[0], n_bins, device=X.device)
+        f_pen = scores[var.rows]
+        for start in range(0, var.n_rows, chunk):
+            sl = slice(start, start + chunk)
+            rows = [f_pen[sl]]
             if var.n_shift:
-                b = f.shape[0]
-                rows += list(model(var.shifted[:, sl].reshape(-1, X.shape[1])).view(var.n_shift, b))
+                p = rows[0].shape[0]
+                rows += list(model(var.shifted[:, sl].reshape(-1, nf)).view(var.n_shift, p))
             hist += soft_histogram(torch.stack(rows)[var.source], var.w[:, sl], n_bins)
-    lam = var.per_systematic(relative_deviation(hist[0], hist[1:])) if var.n_syst else torch.zeros(0)
-    y_np, w_np = y.cpu().numpy(), w.cpu().numpy()
+        lam = var.per_systematic(relative_deviation(hist[0], hist[1:])).cpu()
     return {
         "bce": float(bce) / float(w.sum()),
-        "lambda": lam.cpu(),
-        "auc": weighted_auc(scores.cpu().numpy(), y_np, w_np),
+        "lambda": lam,
+        "auc": weighted_auc(scores.cpu().numpy(), y.cpu().numpy(), w.cpu().numpy()),
     }
 
 
