@@ -16,7 +16,8 @@ lambda_cls (f(x) - f(g(x)))^2 (L_bg); for all background events the observables 
 lambda_obs * sum_i ((g(x)_i - x_i) / std_i)^2 (observables = the input features). Training
 stops when the KS statistic between attacked and nominal background exceeds ``ks_obs_max``
 (0.04, any feature) or, where untargeted background exists, ``ks_nn_max`` (0.02, NN output);
-the last state that passed is kept. The learned g is returned as a state dict
+the last state that passed is kept. The criterion is evaluated after every epoch, or every
+``ks_check_every`` optimiser steps when that is > 0 (a finer stop). The learned g is returned as a state dict
 (``extra["generator"]``) and can be saved and reapplied with ``apply_generator``.
 """
 
@@ -140,6 +141,7 @@ class AdversarialNetworkAttack(Attack):
         "rho": 1.0,
         "ks_obs_max": 0.04,
         "ks_nn_max": 0.02,
+        "ks_check_every": 0,
     }
 
     def validate(self, s):
@@ -153,6 +155,7 @@ class AdversarialNetworkAttack(Attack):
         for k in ("lambda_cls", "lambda_obs", "ks_obs_max", "ks_nn_max"):
             s[k] = check_float(k, s[k], 0.0)
         s["rho"] = check_float("rho", s["rho"], 0.0, 1.0)
+        s["ks_check_every"] = check_int("ks_check_every", s["ks_check_every"], 0)
         return s
 
     def is_trivial(self, s):
@@ -207,12 +210,31 @@ class AdversarialNetworkAttack(Attack):
         best_state = {k: v.detach().clone() for k, v in g.state_dict().items()}
         history = []
         stopped_by = "epochs"
-        epochs_kept = 0
+        kept = {"epochs": 0.0}
         bs = s["train_batch_size"]
+        every = s["ks_check_every"]
+        n_batches = (n + bs - 1) // bs
+
+        def check(epoch_float) -> bool:
+            """KS stopping criterion; True = stop (g reverted to the last passing state)."""
+            nonlocal best_state, stopped_by
+            g.eval()
+            ks_obs, ks_nn = ks_now(apply_all())
+            g.train()
+            history.append({"epoch": round(epoch_float, 4), "ks_obs": ks_obs, "ks_nn": ks_nn})
+            if ks_obs > s["ks_obs_max"] or ks_nn > s["ks_nn_max"]:
+                stopped_by = "ks_obs" if ks_obs > s["ks_obs_max"] else "ks_nn"
+                g.load_state_dict(best_state)
+                return True
+            best_state = {k: v.detach().clone() for k, v in g.state_dict().items()}
+            kept["epochs"] = epoch_float
+            return False
+
+        stop = False
         for epoch in range(s["epochs"]):
             perm = torch.randperm(n, generator=torch_gen).to(dev)
             g.train()
-            for i in range(0, n, bs):
+            for ib, i in enumerate(range(0, n, bs)):
                 b = perm[i:i + bs]
                 xb, lob, hib = x[b], lo[b], hi[b]
                 xg = g(xb, lob, hib)
@@ -235,15 +257,14 @@ class AdversarialNetworkAttack(Attack):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            g.eval()
-            ks_obs, ks_nn = ks_now(apply_all())
-            history.append({"epoch": epoch + 1, "ks_obs": ks_obs, "ks_nn": ks_nn})
-            if ks_obs > s["ks_obs_max"] or ks_nn > s["ks_nn_max"]:
-                stopped_by = "ks_obs" if ks_obs > s["ks_obs_max"] else "ks_nn"
-                g.load_state_dict(best_state)
+                last = ib == n_batches - 1
+                if (every and (ib + 1) % every == 0) or last:
+                    if check(epoch + (ib + 1) / n_batches):
+                        stop = True
+                        break
+            if stop:
                 break
-            best_state = {k: v.detach().clone() for k, v in g.state_dict().items()}
-            epochs_kept = epoch + 1
+        epochs_kept = kept["epochs"]
         g.eval()
         xa = apply_all()
         info = {"epochs_kept": epochs_kept, "stopped_by": stopped_by, "history": history,

@@ -240,6 +240,7 @@ class Attack:
     defaults: dict = {}
 
     def __init__(self, **settings):
+        self._given = dict(settings)  # unresolved, so per-call overrides resolve afresh
         self.settings = self.resolve(settings)
 
     def resolve(self, settings: dict) -> dict:
@@ -285,7 +286,7 @@ class Attack:
         that key the per-event random numbers (default: a hash of the event's features).
         Settings given here override those given to the constructor.
         """
-        s = self.resolve({**self.settings, **settings})
+        s = self.resolve({**self._given, **settings})
         if not isinstance(model, torch.nn.Module):
             raise AuditError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if objective not in OBJECTIVES:
