@@ -1,0 +1,106 @@
+"""Population attacks: CONSERVAttack meets its own JSD / correlation constraints; the
+adversarial network honours its KS stopping criteria and its learned g can be saved and
+reapplied (a universal, per-event mapping)."""
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.attacks import (
+    Envelope, apply_generator, fooling_ratio, load_generator, make_attack, model_probabilities, save_generator,
+)
+from analysis.attacks.checks import correlation_change, jsd_distance, ks_statistic
+from analysis.attacks.toy import make_toy_events, train_toy_model
+
+
+@pytest.fixture(scope="module")
+def toy():
+    torch.set_num_threads(1)
+    d = make_toy_events(3000, seed=4)
+    model = train_toy_model(d["x"], d["labels"], seed=1, epochs=100)
+    env = Envelope.from_variants(d["x"], d["up"], d["down"], 3.0, d["integer_features"], d["feature_names"], "tes")
+    return {**d, "model": model, "env": env}
+
+
+def _max_jsd(x0, x1, w, bins=100):
+    return max(jsd_distance(x1[:, j], x0[:, j], w, w, bins, (float(x0[:, j].min()), float(x0[:, j].max())))
+               for j in range(x0.shape[1]))
+
+
+@pytest.mark.parametrize("objective", ["signal_as_background", "shift_output"])
+@pytest.mark.parametrize("limits", [{}, {"jsd_max": 0.02, "corr_rel_max": 0.002}])
+def test_conservattack_meets_its_constraints(toy, objective, limits):
+    x = torch.as_tensor(toy["x"])
+    r = make_attack("conservattack", **limits).attack(toy["model"], x, toy["env"], objective, labels=toy["labels"],
+                                                      weights=toy["weights"], seed=0)
+    jsd_max = limits.get("jsd_max", 0.06)
+    corr_max = limits.get("corr_rel_max", 0.006)
+    xa = r.x_adv.numpy()
+    measured_jsd = _max_jsd(toy["x"], xa, toy["weights"])
+    measured_corr = correlation_change(toy["x"], xa, toy["weights"])
+    assert measured_jsd < jsd_max and measured_corr < corr_max
+    assert r.info["constraints_met"]
+    assert r.info["max_jsd"] == pytest.approx(measured_jsd, abs=1e-9)
+    assert r.info["correlation_rel_change"] == pytest.approx(measured_corr, rel=1e-6)
+    assert r.info["accepted_moves"] > 0
+    # it did something: the constraint it binds on is approached
+    assert measured_jsd > 0.3 * jsd_max or measured_corr > 0.3 * corr_max
+    assert bool(toy["env"].contains(r.x_adv).all())
+    # clipped to the clean feature range
+    assert bool((r.x_adv.min(0).values >= x.min(0).values).all() and (r.x_adv.max(0).values <= x.max(0).values).all())
+    assert torch.equal(r.x_adv[:, 4], torch.round(r.x_adv[:, 4]))
+
+
+def test_conservattack_fools_some_signal(toy):
+    x = torch.as_tensor(toy["x"])
+    model = toy["model"]
+    r = make_attack("conservattack").attack(model, x, toy["env"], "signal_as_background", labels=toy["labels"],
+                                            weights=toy["weights"], seed=0)
+    pb = model_probabilities(model, x).numpy()
+    pa = model_probabilities(model, r.x_adv).numpy()
+    fr = fooling_ratio(pb, pa, toy["labels"], mask=toy["labels"] == 1)
+    assert fr > 0.005, fr
+    # only signal moved
+    bkg = toy["labels"] == 0
+    assert np.array_equal(r.x_adv.numpy()[bkg], toy["x"][bkg])
+
+
+def test_adversarial_network_ks_stop_and_reapply(toy, tmp_path):
+    x = torch.as_tensor(toy["x"])
+    model, env = toy["model"], toy["env"]
+    atk = make_attack("adversarial_network", hidden=[16, 16], epochs=6, learning_rate=0.01, ks_check_every=2)
+    r = atk.attack(model, x, env, "signal_as_background", labels=toy["labels"], weights=toy["weights"], seed=2)
+    bkg = toy["labels"] == 0
+    w = toy["weights"]
+    xa = r.x_adv.numpy()
+    # the kept g meets the stopping criteria on background: observables and NN output
+    ks_obs = max(ks_statistic(xa[bkg, j], toy["x"][bkg, j], w[bkg], w[bkg]) for j in range(xa.shape[1]))
+    pb = model_probabilities(model, x).numpy()
+    pa = model_probabilities(model, r.x_adv).numpy()
+    ks_nn = ks_statistic(pa[bkg], pb[bkg], w[bkg], w[bkg])
+    assert ks_obs <= 0.04 and ks_nn <= 0.02
+    assert r.info["history"] and r.info["nn_ks_monitored"]
+    assert bool(env.contains(r.x_adv).all())
+    # it does degrade the signal
+    sig = toy["labels"] == 1
+    assert (pa[sig] - pb[sig]).mean() < -0.005
+    # universal: background moves too
+    assert not np.array_equal(xa[bkg], toy["x"][bkg])
+    # save, load, reapply: identical result
+    path = tmp_path / "g.pt"
+    save_generator(r.extra["generator"], path)
+    g = load_generator(path)
+    again = apply_generator(g, x, env)
+    torch.testing.assert_close(again, r.x_adv)
+    # per event: one by one equals the batch
+    for i in (0, 7, 123):
+        one = apply_generator(g, x[i:i + 1], env.subset([i]))
+        torch.testing.assert_close(one[0], again[i], rtol=1e-6, atol=1e-5)
+
+
+def test_adversarial_network_stops_at_once_with_tight_ks(toy):
+    x = torch.as_tensor(toy["x"])
+    r = make_attack("adversarial_network", hidden=[8], epochs=3, learning_rate=0.05, ks_obs_max=0.0).attack(
+        toy["model"], x, toy["env"], "shift_output", labels=toy["labels"], seed=0)
+    assert r.info["stopped_by"] == "ks_obs" and r.info["epochs_kept"] == 0
+    assert torch.equal(r.x_adv, x)  # reverted to the identity
