@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import subprocess
 import tarfile
 import tempfile
@@ -58,8 +59,15 @@ DESTINATION_PARAMS = ("workflow", "htcondor_pool", "htcondor_scheduler", "htcond
                       "htcondor_universe", "slurm_partition", "slurm_account", "bundle_repo")
 
 
+_EPILOGUE = re.compile(r"^-- (hook law_hook_job_(failed|finished)|stageout) -")
+_ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception)\b.*:|^error: ")
+
+
 def log_tail(path, n_lines: int = LOG_TAIL_LINES) -> str:
-    """The last ``n_lines`` lines of a job log, or a line saying why there are none."""
+    """What went wrong in a job, from its merged log: the last attempt only (law's job script
+    appends a ``---`` line per attempt), without law's epilogue (hooks, stage-out, directory
+    listings), last ``n_lines`` lines, with the last error lines (``XyzError: ...``,
+    ``error: ...``) put in front when they lie further up, and the job's exit code at the end."""
     if not path:
         return "(no log file recorded for this job)"
     path = Path(path)
@@ -68,9 +76,20 @@ def log_tail(path, n_lines: int = LOG_TAIL_LINES) -> str:
                "log was not transferred back)"
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 64 * 1024))
+        f.seek(max(0, f.tell() - 256 * 1024))
         lines = f.read().decode(errors="replace").splitlines()
-    return "\n".join(lines[-n_lines:])
+    if "---" in lines:
+        lines = lines[len(lines) - lines[::-1].index("---"):]
+    cut = next((i for i, line in enumerate(lines) if _EPILOGUE.match(line)), len(lines))
+    body, epilogue = lines[:cut], lines[cut:]
+    while body and not body[-1].strip():
+        body.pop()
+    tail = body[-n_lines:]
+    errors = [line for line in body[:-n_lines] if _ERROR_LINE.match(line)][-3:]
+    if errors:
+        tail = errors + ["..."] + tail
+    tail += [line for line in epilogue if line.startswith("job exit code")][-1:]
+    return "\n".join(tail) if tail else "(the log is empty)"
 
 
 class _LogTailProxy:
