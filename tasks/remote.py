@@ -59,7 +59,8 @@ DESTINATION_PARAMS = ("workflow", "htcondor_pool", "htcondor_scheduler", "htcond
                       "htcondor_universe", "slurm_partition", "slurm_account", "bundle_repo")
 
 
-_EPILOGUE = re.compile(r"^-- (hook law_hook_job_(failed|finished)|stageout) -")
+_EPILOGUE = re.compile(r"^-- (hook law_hook_job_(failed|finished)|stageout)\b")
+_EXIT_CODE = re.compile(r"^job exit code\s*:\s*(\d+)")
 _ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception)\b.*:|^error: ")
 
 
@@ -109,10 +110,15 @@ class _LogTailProxy:
             if data.get("status") != self.job_manager.FAILED:
                 continue
             log = data.get("extra", {}).get("log")
+            tail = log_tail(log)
+            reason = [str(data["error"])] if data.get("error") else []
+            codes = [int(m.group(1)) for line in tail.splitlines() if (m := _EXIT_CODE.match(line))]
+            if codes and codes[-1] in self.job_error_messages:
+                reason.append(f"job script exit code {codes[-1]}: {self.job_error_messages[codes[-1]]}")
             parts.append(f"job {job_num} (branches {data['branches']}, {self.workflow_type} id "
-                         f"{data.get('job_id')}) failed: {data.get('error')}\n  log: {log}\n"
-                         f"  last lines of the log:\n"
-                         + "\n".join("    | " + line for line in log_tail(log).splitlines()))
+                         f"{data.get('job_id')}) failed{': ' + '; '.join(reason) if reason else ''}\n"
+                         f"  log: {log}\n  last lines of the log:\n"
+                         + "\n".join("    | " + line for line in tail.splitlines()))
         return "\n".join(parts)
 
     def poll(self):

@@ -177,6 +177,24 @@ def test_slurm_gpus_and_gres_together_raise(tmp_path, monkeypatch, small_config)
         write_job_files(task, branches=[0])
 
 
+def test_job_log_tail_shows_the_last_attempt_and_its_error(tmp_path):
+    from tasks.remote import log_tail
+
+    log = tmp_path / "stdall_0To1.txt"
+    first = ["---", "attempt one", "OldError: from the first attempt", "job exit code : 60"]
+    second = (["---", "-- run task branch 0", "Traceback (most recent call last):",
+               "ValueError: the real reason"] + [f"noise {i}" for i in range(40)]
+              + ["task exit code: 30", "", "-- hook law_hook_job_failed 60 30 ---", "listing",
+                 "-- cleanup ---", "ls -a", "job exit code : 60"])
+    log.write_text("\n".join(first + second) + "\n")
+    tail = log_tail(log, n_lines=10).splitlines()
+    assert tail[0] == "ValueError: the real reason" and tail[1] == "..."  # error pulled up
+    assert tail[-2] == "task exit code: 30" and tail[-1] == "job exit code : 60"
+    assert not any("OldError" in line or "listing" in line or "ls -a" in line for line in tail)
+    assert "does not exist" in log_tail(tmp_path / "missing.txt")
+    assert "no log file" in log_tail(None)
+
+
 # --- local worker killed mid-task ----------------------------------------------------------
 def test_killed_local_worker_leaves_no_partial_output(tmp_path, small_config, local_reference):
     data = tmp_path / "data"
@@ -276,6 +294,7 @@ def test_slurm_failed_job_log_tail_reaches_the_user(tmp_path, slurm_cluster, sma
     logs = re.findall(r"log: (\S+stdall_\d+To\d+\.txt)", out)
     assert logs and all(Path(p).is_file() for p in logs), out[-4000:]
     assert "last lines of the log" in out
+    assert "job script exit code 60: task execution failed" in out
     assert re.search(r"\| .*(NotADirectoryError|FileExistsError|Not a directory|File exists)", out), out[-4000:]
     # --retries 1: the failing job ran twice, both attempts in its log
     failing_log = Path(logs[0]).read_text(errors="replace")
