@@ -94,15 +94,16 @@ class CONSERVAttack(Attack):
         dev = ctx.device
         dt = torch.float64
         x32 = ctx.x.clone()
-        X = x32.to(dt)
-        n, f = X.shape
+        n, f = x32.shape
         w = ctx.weights.abs().to(dt)
         W = w.sum()
+        # moments in float64 of the centred features (less cancellation in var = <x^2> - <x>^2)
+        shift = (w[:, None] * x32.to(dt)).sum(0) / W
+        X = x32.to(dt) - shift
         cmin, cmax = X.min(0).values, X.max(0).values
-        lo32 = torch.maximum(ctx.lower, cmin.float())
-        hi32 = torch.minimum(ctx.upper, cmax.float())
-        mu0 = (w[:, None] * X).sum(0) / W
-        std = torch.sqrt(((w[:, None] * (X - mu0) ** 2).sum(0) / W).clamp_min(0))
+        lo32 = torch.maximum(ctx.lower, x32.min(0).values)
+        hi32 = torch.minimum(ctx.upper, x32.max(0).values)
+        std = torch.sqrt(((w[:, None] * X ** 2).sum(0) / W).clamp_min(0))
         std = torch.where(std > 0, std, torch.ones_like(std))
         B = s["bins"]
         span = torch.where(cmax > cmin, cmax - cmin, torch.ones_like(cmax))
@@ -155,7 +156,7 @@ class CONSERVAttack(Attack):
                 if len(idx) == 0:
                     continue
                 D, E2, C, n_acc, hit = self._feature_pass(
-                    j, idx, d, x32, X, w, W, H, q, D, S1, S2, C, C0, E2, c0norm, cand, std, lo32, hi32,
+                    j, idx, d, x32, X, shift, w, W, H, q, D, S1, S2, C, C0, E2, c0norm, cand, std, lo32, hi32,
                     bool(ctx.integer[j]), bin_of, jsd_lim, s)
                 stats["accepted_moves"] += n_acc
                 stats["stopped_by_constraint"] += int(hit)
@@ -163,7 +164,7 @@ class CONSERVAttack(Attack):
         Hf = torch.zeros(f, B, dtype=dt, device=dev)
         jsd = []
         for j in range(f):
-            Hf[j].index_add_(0, bin_of(x32[:, j].to(dt), j), w)
+            Hf[j].index_add_(0, bin_of(x32[:, j].to(dt) - shift[j], j), w)
             jsd.append(float(torch.sqrt(_jsd_terms(Hf[j], q[j], W).sum().clamp_min(0) / _LN2)))
         Xf = x32.to(dt)
         Cf, _, _, _ = _corr_from_moments((w[:, None] * Xf).sum(0), (Xf * w[:, None]).T @ Xf, W)
@@ -177,7 +178,7 @@ class CONSERVAttack(Attack):
         }
         return x32, info, {}
 
-    def _feature_pass(self, j, idx, d, x32, X, w, W, H, q, D, S1, S2, C, C0, E2, c0norm, cand, std, lo32, hi32,
+    def _feature_pass(self, j, idx, d, x32, X, shift, w, W, H, q, D, S1, S2, C, C0, E2, c0norm, cand, std, lo32, hi32,
                       integer, bin_of, jsd_lim, s):
         """Score every candidate of every event for feature j, then accept the best moves in
         order of increasing score while the exact global constraints hold."""
@@ -187,6 +188,13 @@ class CONSERVAttack(Attack):
         not_j[j] = False
         corr_lim = s["corr_rel_max"]
         # --- candidate scoring (chunked over events; every operation is vectorised)
+        mu_all = S1 / W
+        sd_all = torch.sqrt((torch.diagonal(S2) / W - mu_all * mu_all).clamp_min(0))
+        valid = not_j & (sd_all > 0)
+        inv_sd = torch.where(valid, 1.0 / sd_all.clamp_min(1e-300), torch.zeros_like(sd_all))
+        P, R, c0 = (S2[j] / W) * inv_sd, mu_all * inv_sd, torch.where(valid, C0[j], torch.zeros_like(sd_all))
+        PP, RR, PR = (P * P).sum(), (R * R).sum(), (P * R).sum()
+        CP, CR, CC = (c0 * P).sum(), (c0 * R).sum(), (c0 * c0).sum()
         best_new, best_score = [], []
         for i in range(0, len(idx), _CHUNK):
             e, de = idx[i:i + _CHUNK], d[i:i + _CHUNK]
@@ -196,7 +204,7 @@ class CONSERVAttack(Attack):
             if integer:
                 xn32 = torch.round(xn32)
             xn32 = torch.minimum(torch.maximum(xn32, lo32[e, j][:, None]), hi32[e, j][:, None])
-            xo, xn = x_old32.to(dt)[:, None], xn32.to(dt)
+            xo, xn = x_old32.to(dt)[:, None] - shift[j], xn32.to(dt) - shift[j]
             we = w[e][:, None]
             moved = xn != xo
             # histogram: one event leaves bin bo and enters bin bn
@@ -210,19 +218,20 @@ class CONSERVAttack(Attack):
             d_new = (D[j] + dD).clamp_min(0)
             jsd_new = torch.sqrt(d_new / _LN2)
             jsd_cur = torch.sqrt(D[j].clamp_min(0) / _LN2)
-            # correlation row j after the move (only row/column j changes)
+            # correlation row j after the move (only row/column j changes). With
+            # b = w delta / W, m = new mean of j, s = 1 / new sd of j, the new row is
+            # row_k = s (P_k + b Q_ek - m R_k) (P = S2[j] / W / sd, Q = X / sd, R = mu / sd), so
+            # sum_k (row_k - C0_jk)^2 expands into per-event dot products: no (K, C, F) tensor.
             delta = xn - xo
-            s1j = S1[j] + we * delta
-            s2jj = S2[j, j] + we * (xn * xn - xo * xo)
-            mu = S1 / W
-            var = (torch.diagonal(S2) / W - mu * mu).clamp_min(0)
-            muj = s1j / W
-            varj = (s2jj / W - muj * muj).clamp_min(0)
-            s2jk = S2[j][None, None, :] + (we * delta)[:, :, None] * X[e][:, None, :]
-            cov = s2jk / W - muj[:, :, None] * mu[None, None, :]
-            den = torch.sqrt(varj[:, :, None] * var[None, None, :])
-            row = torch.where(den > 0, cov / den.clamp_min(1e-300), torch.zeros_like(cov))
-            diff_new = ((row - C0[j]) ** 2)[:, :, not_j].sum(-1)
+            b = we * delta / W
+            m = (S1[j] + we * delta) / W
+            varj = ((S2[j, j] + we * (xn * xn - xo * xo)) / W - m * m).clamp_min(0)
+            sj = torch.where(varj > 0, 1.0 / torch.sqrt(varj).clamp_min(1e-300), torch.zeros_like(varj))
+            Q = X[e] * inv_sd  # (K, F), zero outside the valid k
+            QQ, PQ, QR, CQ = (Q * Q).sum(1)[:, None], (Q @ P)[:, None], (Q @ R)[:, None], (Q @ c0)[:, None]
+            sq = PP + b * b * QQ + m * m * RR + 2 * b * PQ - 2 * m * PR - 2 * b * m * QR
+            lin = CP + b * CQ - m * CR
+            diff_new = (sj * sj * sq - 2 * sj * lin + CC).clamp_min(0)
             diff_old = ((C[j] - C0[j]) ** 2)[not_j].sum()
             e2_new = (E2 + 2 * (diff_new - diff_old)).clamp_min(0)
             rel_new = torch.sqrt(e2_new) / c0norm
@@ -245,7 +254,7 @@ class CONSERVAttack(Attack):
         hit = False
         for i in range(0, len(e_sorted), _CHUNK):
             e, xn32 = e_sorted[i:i + _CHUNK], xn_sorted[i:i + _CHUNK]
-            xo, xn = X[e, j], xn32.to(dt)
+            xo, xn = X[e, j], xn32.to(dt) - shift[j]
             we = w[e]
             bo, bn = bin_of(xo, j), bin_of(xn, j)
             delta = xn - xo
