@@ -209,16 +209,25 @@ def _truncated_bw(rng, n, m0, width, lo, hi):
     return m0 + width / 2 * np.tan(rng.uniform(a, b, n))
 
 
+# visible-mass line shapes per decay mode (0, 1, 10, 11): pi; rho(770); a1(1260); a1 + pi0
+_VIS_M0 = np.array([M_PI, 0.775, 1.23, 1.35])
+_VIS_WIDTH = np.array([1e-6, 0.149, 0.42, 0.45])
+_VIS_LO = np.array([M_PI, 0.28, 0.6, 0.75])
+_VIS_HI = np.array([M_PI, 1.6, 1.7, 1.72])
+
+
 def _visible_tau_mass(rng, dm):
-    n = len(dm)
-    m = np.full(n, M_PI)
-    rho = _truncated_bw(rng, n, 0.775, 0.149, 0.28, 1.6)
-    a1 = _truncated_bw(rng, n, 1.23, 0.42, 0.6, 1.7)
-    a1pi0 = _truncated_bw(rng, n, 1.35, 0.45, 0.75, 1.72)
-    m = np.where(dm == 1, rho, m)
-    m = np.where(dm == 10, a1, m)
-    m = np.where(dm == 11, a1pi0, m)
-    return m
+    """Truncated Breit-Wigner visible mass for each decay mode (exactly m_pi for DM 0)."""
+    k = np.searchsorted(_DECAY_MODES, dm)
+    m0, half = _VIS_M0[k], _VIS_WIDTH[k] / 2
+    a, b = np.arctan((_VIS_LO[k] - m0) / half), np.arctan((_VIS_HI[k] - m0) / half)
+    m = m0 + half * np.tan(a + (b - a) * rng.uniform(size=len(dm)))
+    return np.where(k == 0, M_PI, m)
+
+
+def _decay_modes(rng, n, fractions):
+    """Draw reconstructed tau_h decay modes (0, 1, 10, 11) with the given fractions."""
+    return _DECAY_MODES[np.searchsorted(np.cumsum(fractions)[:-1], rng.uniform(size=n), side="right")]
 
 
 def _tau_to_hadrons(rng, tau, dm):
@@ -230,7 +239,11 @@ def _tau_to_hadrons(rng, tau, dm):
 
 def _kumaraswamy(rng, a, b, n):
     """Beta-like variable on [0, 1] with a closed-form inverse CDF (much faster than beta)."""
-    return (1.0 - (1.0 - rng.uniform(size=n)) ** (1.0 / b)) ** (1.0 / a)
+    return _kumaraswamy_u(rng.uniform(size=n), a, b)
+
+
+def _kumaraswamy_u(u, a, b):
+    return (1.0 - (1.0 - u) ** (1.0 / b)) ** (1.0 / a)
 
 
 def _working_point(u, effs):
@@ -241,6 +254,14 @@ def _working_point(u, effs):
 # --------------------------------------------------------------------------------------
 # per-block event record: collections of candidate objects (columns), MET, weights
 # --------------------------------------------------------------------------------------
+
+
+def _scatter(idx, n, values, fill=0):
+    """Full-length array with ``values`` at rows ``idx`` and ``fill`` elsewhere."""
+    values = np.asarray(values)
+    out = np.full(n, fill, dtype=values.dtype)
+    out[idx] = values
+    return out
 
 
 class _Collection:
@@ -317,48 +338,58 @@ class _Block:
 
     # -- jets --------------------------------------------------------------------------
     def _btag(self, flavour, abs_eta):
-        rng, n = self.rng, self.n
+        rng, n = self.rng, len(flavour)
         # shapes tuned to DeepJet-like efficiencies at the 0.05 / 0.3 / 0.7 working points:
         # light 10% / 1% / 0.1%, charm 60% / 20% / 3%, b 92% / 80% / 65%
-        light = _kumaraswamy(rng, 0.21, 3.0, n)
-        charm = _kumaraswamy(rng, 0.5, 2.0, n)
-        bjet = 1.0 - _kumaraswamy(rng, 0.1, 0.48, n)
-        score = np.where(flavour == 5, bjet, np.where(flavour == 4, charm, light))
+        u = rng.uniform(size=n)
+        is_b, is_c = flavour == 5, flavour == 4
+        a = np.where(is_b, 0.1, np.where(is_c, 0.5, 0.21))
+        b = np.where(is_b, 0.48, np.where(is_c, 2.0, 3.0))
+        x = _kumaraswamy_u(u, a, b)
+        score = np.where(is_b, 1.0 - x, x)
         # no tracker beyond |eta| = 2.5: no b tagging there
-        return np.where(abs_eta < 2.5, score, 0.1 * light)
+        return np.where(abs_eta < 2.5, score, 0.1 * _kumaraswamy_u(u, 0.21, 3.0))
 
-    def add_jet(self, true_p, exists=True, flavour=0, kind="hard"):
+    def add_jet(self, true_p, exists=True, flavour=0):
         """A particle-level jet: smeared, stored if reco pt > 15 and |eta| < 4.7.
 
         Unstored jets are unclustered energy (measured with response 0.7 in MET); jets beyond
-        |eta| = 4.7 are lost entirely. Returns the jet slot.
+        |eta| = 4.7 are lost entirely. Returns the jet slot. Computed only on the events
+        where the jet exists (most ISR slots are empty).
         """
         rng, n = self.rng, self.n
-        exists = np.broadcast_to(np.asarray(exists, dtype=bool), (n,))
-        pt, eta, phi = _pt(true_p), _eta(true_p), _phi(true_p)
+        idx = np.flatnonzero(np.broadcast_to(np.asarray(exists, dtype=bool), (n,)))
+        m = len(idx)
+        p = true_p[idx]
+        flavour = np.broadcast_to(np.asarray(flavour), (n,))[idx]
+        pt, eta, phi = _pt(p), _eta(p), _phi(p)
         abs_eta = np.abs(eta)
         # calorimeter resolution: noise, stochastic and constant terms; worse in the forward region
         sigma = np.sqrt(9.0 + 1.0 * pt + (0.05 * pt) ** 2) * np.where(abs_eta > 2.5, 1.3, 1.0)
-        reco_pt = np.maximum(pt + sigma * rng.standard_normal(n), 0.5)
-        reco_eta = eta + 0.01 * rng.standard_normal(n)
-        reco_phi = phi + 0.01 * rng.standard_normal(n)
+        reco_pt = np.maximum(pt + sigma * rng.standard_normal(m), 0.5)
+        reco_eta = eta + 0.01 * rng.standard_normal(m)
+        reco_phi = phi + 0.01 * rng.standard_normal(m)
         in_acc = abs_eta < 4.7
-        valid = exists & in_acc & (reco_pt > 15.0)
-        self._met_correction(true_p, reco_pt, reco_phi, valid)
-        unclustered = exists & in_acc & ~valid
-        self.met += np.where(unclustered[:, None], 0.3 * true_p[:, 1:3], 0.0)
-        self.met += np.where((exists & ~in_acc)[:, None], true_p[:, 1:3], 0.0)
-        mass_frac = 0.04 + 0.16 * _kumaraswamy(rng, 2.0, 3.0, n)
-        flavour = np.broadcast_to(np.asarray(flavour), (n,))
-        u = rng.uniform(size=n)
+        valid = in_acc & (reco_pt > 15.0)
+        # MET: type-1-like correction for stored jets, 30% of unclustered ones, all of lost ones
+        reco_xy = np.stack([reco_pt * np.cos(reco_phi), reco_pt * np.sin(reco_phi)], axis=1)
+        true_xy = p[:, 1:3]
+        self.met[idx] += np.where(
+            valid[:, None], true_xy - reco_xy, np.where(in_acc[:, None], 0.3 * true_xy, true_xy)
+        )
+        mass_frac = 0.04 + 0.16 * _kumaraswamy(rng, 2.0, 3.0, m)
+        u = rng.uniform(size=m)
         jet_id = np.where(u < 0.975, 6, np.where(u < 0.99, 2, 0))
         return self.jets.add(
-            valid,
-            pt=reco_pt, eta=reco_eta, phi=reco_phi, mass=reco_pt * mass_frac,
-            btagDeepFlavB=self._btag(flavour, abs_eta), jetId=jet_id, hadronFlavour=flavour,
+            _scatter(idx, n, valid, False),
+            pt=_scatter(idx, n, reco_pt), eta=_scatter(idx, n, reco_eta), phi=_scatter(idx, n, reco_phi),
+            mass=_scatter(idx, n, reco_pt * mass_frac),
+            btagDeepFlavB=_scatter(idx, n, self._btag(flavour, abs_eta)),
+            jetId=_scatter(idx, n, jet_id), hadronFlavour=_scatter(idx, n, flavour),
         )
 
     def add_pileup_jets(self, max_jets=3):
+        """Jets from pileup collisions: soft, flat in eta, light-flavour-like b-tag scores."""
         rng, n = self.rng, self.n
         n_jets = rng.poisson(0.018 * self.n_pu)
         for k in range(max_jets):
@@ -372,7 +403,7 @@ class _Block:
             u = rng.uniform(size=n)
             self.jets.add(
                 valid, pt=pt, eta=eta, phi=phi, mass=pt * rng.uniform(0.03, 0.15, n),
-                btagDeepFlavB=self._btag(np.zeros(n, int), np.abs(eta)),
+                btagDeepFlavB=self._btag(np.zeros(n, dtype=np.int64), np.abs(eta)),
                 jetId=np.where(u < 0.7, 6, np.where(u < 0.85, 2, 0)), hadronFlavour=0,
             )
 
@@ -420,6 +451,8 @@ class _Block:
         self.met += np.where((exists & ~in_acc)[:, None], true_p[:, 1:3], 0.0)
         # isolation: prompt muons carry only underlying event and pileup in their cone
         iso_abs = rng.exponential(0.6, n) + 0.02 * self.n_pu * rng.exponential(1.0, n)
+        # sometimes a jet or a pileup vertex overlaps the cone
+        iso_abs = iso_abs + np.where(rng.uniform(size=n) < 0.08, rng.exponential(4.0, n), 0.0)
         if iso_extra is not None:
             iso_abs = iso_abs + iso_extra
         rel_iso = iso_abs / np.maximum(reco_pt, 1.0)
@@ -449,8 +482,9 @@ class _Block:
         return valid, reco_pt, eta, phi
 
     # -- taus --------------------------------------------------------------------------
-    def _tau_ids(self, kind, closeness=None):
-        rng, n = self.rng, self.n
+    def _tau_ids(self, kind, closeness=None, n=None):
+        rng = self.rng
+        n = self.n if n is None else n
         u = rng.uniform(size=n)
         if kind == "fake_jet":
             # collimated jets (large visible fraction) look more tau-like
@@ -502,23 +536,33 @@ class _Block:
 
         The fake tau carries a fraction of the jet momentum (softer than the jet); its charge
         is opposite to ``ref_charge`` with probability ``p_os`` (about 50/50 for gluon jets).
+        Computed only on the events where the candidate exists.
         """
         rng, n = self.rng, self.n
         valid_jet, cols, _ = self.jets.columns[jet_slot]
-        exists = valid_jet & (rng.uniform(size=n) < prob)
-        x = _kumaraswamy(rng, 3.0, 2.5, n)
-        pt = cols["pt"] * x
-        eta = cols["eta"] + 0.02 * rng.standard_normal(n)
-        phi = cols["phi"] + 0.02 * rng.standard_normal(n)
-        dm = rng.choice(_DECAY_MODES, size=n, p=_DM_FRAC_FAKE)
-        mass = np.where(dm == 0, M_PI, np.clip(_visible_tau_mass(rng, dm) * rng.normal(1.1, 0.15, n), 0.2, 2.5))
+        idx = np.flatnonzero(valid_jet & (rng.uniform(size=n) < prob))
+        m = len(idx)
+        x = _kumaraswamy(rng, 3.0, 2.5, m)
+        pt = cols["pt"][idx] * x
+        eta = cols["eta"][idx] + 0.02 * rng.standard_normal(m)
+        phi = cols["phi"][idx] + 0.02 * rng.standard_normal(m)
+        dm = _decay_modes(rng, m, _DM_FRAC_FAKE)
+        mass = np.where(dm == 0, M_PI, np.clip(_visible_tau_mass(rng, dm) * rng.normal(1.1, 0.15, m), 0.2, 2.5))
         if ref_charge is None:
-            charge = np.where(rng.uniform(size=n) < 0.5, 1, -1)
+            charge = np.where(rng.uniform(size=m) < 0.5, 1, -1)
         else:
-            os_ = rng.uniform(size=n) < p_os
-            charge = np.where(os_, -ref_charge, ref_charge)
-        return self._store_tau(exists, pt, eta, phi, mass, charge, dm, "fake_jet", _FLAV_UNMATCHED,
-                               jet_slot, closeness=x)
+            os_ = rng.uniform(size=m) < p_os
+            q = np.broadcast_to(np.asarray(ref_charge), (n,))[idx]
+            charge = np.where(os_, -q, q)
+        vsjet, vse, vsmu = self._tau_ids("fake_jet", x, n=m)
+        valid = (pt > 18.0) & (np.abs(eta) < 2.5)
+        return self.taus.add(
+            _scatter(idx, n, valid, False), ref=jet_slot,
+            pt=_scatter(idx, n, pt), eta=_scatter(idx, n, eta), phi=_scatter(idx, n, phi),
+            mass=_scatter(idx, n, mass), charge=_scatter(idx, n, charge), decayMode=_scatter(idx, n, dm),
+            idDeepTau2018v2p5VSjet=_scatter(idx, n, vsjet), idDeepTau2018v2p5VSe=_scatter(idx, n, vse),
+            idDeepTau2018v2p5VSmu=_scatter(idx, n, vsmu), genPartFlav=_FLAV_UNMATCHED,
+        )
 
     def add_fake_tau_from_lepton(self, true_p, charge, exists, kind):
         rng, n = self.rng, self.n
@@ -565,7 +609,7 @@ def _ditau(b: _Block, boson):
     u = rng.uniform(size=n)
     ch_h, ch_e = u < 0.710, (u >= 0.710) & (u < 0.905)
     ch_m = u >= 0.905
-    dm = rng.choice(_DECAY_MODES, size=n, p=_DM_FRAC_GENUINE)
+    dm = _decay_modes(rng, n, _DM_FRAC_GENUINE)
     vis_h, nu_h = _tau_to_hadrons(rng, tau2, dm)
     ele, nu_e = _tau_to_lepton(rng, tau2, M_E)
     mu2, nu_m = _tau_to_lepton(rng, tau2, M_MU)
@@ -668,7 +712,7 @@ def _w_decay(b: _Block, w, q, leptonic_mu):
     v = rng.uniform(size=n)
     tau_h, tau_m = tau & (v < 0.648), tau & (v >= 0.648) & (v < 0.822)
     tau_e = tau & (v >= 0.822)
-    dm = rng.choice(_DECAY_MODES, size=n, p=_DM_FRAC_GENUINE)
+    dm = _decay_modes(rng, n, _DM_FRAC_GENUINE)
     vis, nu_h = _tau_to_hadrons(rng, lep, dm)
     tmu, nu_m = _tau_to_lepton(rng, lep, M_MU)
     tel, nu_e = _tau_to_lepton(rng, lep, M_E)
