@@ -35,6 +35,7 @@ from analysis.config import AnalysisConfig, Dataset
 from analysis.errors import AuditError
 from analysis.selection.features import FEATURES, PairKinematics, compute_features, resolve_features
 from analysis.selection.objects import (
+    Collection,
     EventContent,
     delta_r,
     first_per_event,
@@ -74,7 +75,6 @@ class _PairCache:
         self.tau_pt_min = float(pre.get("tau_pt_min", sel["tau"]["pt_min"]))
         self.mu_quality = muon_quality(content.muons, sel["muon"])
         self.tau_quality = tau_quality(content.taus, sel["tau"])
-        self.jet_quality = jet_quality(content.jets, sel["jet"])
         self.dr_pair = float(sel.get("pair_delta_r_min", 0.5))
         self.dr_jet = float(sel["jet"].get("lepton_delta_r_min", 0.5))
         self._cache: dict = {}
@@ -87,27 +87,42 @@ class _PairCache:
 
     def _compute(self, mu_scale, tau_scale) -> dict:
         c, n = self.c, self.c.n_events
-        mu, tau, jet = c.muons, c.taus, c.jets
+        mu, tau = c.muons, c.taus
         mu_ok = self.mu_quality & (mu["pt"] * mu_scale > self.mu_pt_min)
         tau_ok = self.tau_quality & (tau["pt"] * tau_scale > self.tau_pt_min)
         imu, itau = leading_pair(mu, mu_ok, tau, tau_ok, n, self.dr_pair)
-        ev = jet.event_index
-        with np.errstate(invalid="ignore"):
-            clean = (
-                self.jet_quality
-                & (delta_r(jet["eta"], jet["phi"], _take(mu["eta"], imu)[ev], _take(mu["phi"], imu)[ev]) > self.dr_jet)
-                & (delta_r(jet["eta"], jet["phi"], _take(tau["eta"], itau)[ev], _take(tau["phi"], itau)[ev]) > self.dr_jet)
-            )
-        met_jets = clean & (jet["pt"] > MET_JET_PT_MIN)
-        jpt = jet["pt"].astype(np.float64)
-        return {
-            "imu": imu,
-            "itau": itau,
-            "has_pair": imu >= 0,
-            "clean_jets": clean,
-            "jets_px": _per_event_sum(jet, met_jets, jpt * np.cos(jet["phi"]), n),
-            "jets_py": _per_event_sum(jet, met_jets, jpt * np.sin(jet["phi"]), n),
-        }
+        return {"imu": imu, "itau": itau}
+
+    def pair_keys(self, variants) -> list:
+        return list(dict.fromkeys(v.pair_key for v in variants))
+
+
+def _subset_collection(coll: Collection, events: np.ndarray) -> Collection:
+    """The objects of the given events (ascending event indices), as a new collection."""
+    counts = coll.counts[events]
+    new_starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    flat = np.repeat(coll.starts[events] - new_starts, counts) + np.arange(int(counts.sum()))
+    return Collection(counts, {k: v[flat] for k, v in coll.fields.items()})
+
+
+def _jet_cleaning(pairs: _PairCache, jets: Collection, mu, tau, imu, itau) -> dict:
+    """Jets of the row events cleaned against the pair, and the summed MET jets (nominal)."""
+    ev = jets.event_index
+    n = len(imu)
+    dr = pairs.dr_jet
+    with np.errstate(invalid="ignore"):
+        clean = (
+            jet_quality(jets, pairs.sel["jet"])
+            & (delta_r(jets["eta"], jets["phi"], _take(mu["eta"], imu)[ev], _take(mu["phi"], imu)[ev]) > dr)
+            & (delta_r(jets["eta"], jets["phi"], _take(tau["eta"], itau)[ev], _take(tau["phi"], itau)[ev]) > dr)
+        )
+    met_jets = clean & (jets["pt"] > MET_JET_PT_MIN)
+    jpt = jets["pt"].astype(np.float64)
+    return {
+        "clean_jets": clean,
+        "jets_px": _per_event_sum(jets, met_jets, jpt * np.cos(jets["phi"]), n),
+        "jets_py": _per_event_sum(jets, met_jets, jpt * np.sin(jets["phi"]), n),
+    }
 
 
 def select_content(content: EventContent, dataset: Dataset, config: AnalysisConfig) -> dict:
@@ -120,23 +135,35 @@ def select_content(content: EventContent, dataset: Dataset, config: AnalysisConf
             raise AuditError(f"config selection.{key}: missing")
     features = resolve_features(config.feature_names)
     variants = build_variants(config)
-    n = content.n_events
-    mu, tau, jet = content.muons, content.taus, content.jets
+    mu, tau = content.muons, content.taus
     pairs = _PairCache(content, sel)
+    # rows: events with a pair in any variant; everything else is computed on rows only
+    rows = np.zeros(content.n_events, dtype=bool)
+    for key in pairs.pair_keys(variants):
+        rows |= pairs.get(*key)["imu"] >= 0
+    row_index = np.flatnonzero(rows)
+    n = len(row_index)
+    jet = _subset_collection(content.jets, row_index)
+    jet_cache = {}
     b_veto = bool(sel.get("b_veto", False))
     bsel = sel.get("bjet") or {}
     if b_veto and not {"btag_min", "pt_min", "abs_eta_max"} <= set(bsel):
         raise AuditError("config selection.bjet: needs btag_min, pt_min and abs_eta_max for the b-veto")
-    met_px0 = content.met_pt * np.cos(content.met_phi)
-    met_py0 = content.met_pt * np.sin(content.met_phi)
-    w = content.gen_weight
+    met_px0 = content.met_pt[rows] * np.cos(content.met_phi[rows])
+    met_py0 = content.met_pt[rows] * np.sin(content.met_phi[rows])
+    w_all = content.gen_weight
+    w = w_all[rows]
 
     per_variant = {}
     cutflow = {}
     for v in variants:
         s_mu, s_tau, s_jet = v.scale("muon"), v.scale("tau"), v.scale("jet")
-        p = pairs.get(s_mu, s_tau)
-        imu, itau, has = p["imu"], p["itau"], p["has_pair"]
+        full_pair = pairs.get(s_mu, s_tau)
+        imu, itau = full_pair["imu"][rows], full_pair["itau"][rows]
+        has = imu >= 0
+        if v.pair_key not in jet_cache:
+            jet_cache[v.pair_key] = _jet_cleaning(pairs, jet, mu, tau, imu, itau)
+        p = {**jet_cache[v.pair_key], "imu": imu, "itau": itau, "has_pair": has}
         mu_pt_nom, mu_phi = _take(mu["pt"], imu), _take(mu["phi"], imu)
         tau_pt_nom, tau_phi = _take(tau["pt"], itau), _take(tau["phi"], itau)
         zero = lambda x: np.where(has, x, 0.0)  # noqa: E731
@@ -170,7 +197,7 @@ def select_content(content: EventContent, dataset: Dataset, config: AnalysisConf
             pass_mu = has & (kin.mu_pt > float(sel["muon"]["pt_min"]))
             pass_tau = pass_mu & (kin.tau_pt > float(sel["tau"]["pt_min"]))
         selected = pass_tau
-        steps = {"all": w.sum(), "preselection": w[has].sum(), "muon_pt": w[pass_mu].sum(), "tau_pt": w[pass_tau].sum()}
+        steps = {"all": w_all.sum(), "preselection": w[has].sum(), "muon_pt": w[pass_mu].sum(), "tau_pt": w[pass_tau].sum()}
         if b_veto:
             bjets = (
                 p["clean_jets"] & (jet_pt > float(bsel["pt_min"]))
@@ -199,16 +226,12 @@ def select_content(content: EventContent, dataset: Dataset, config: AnalysisConf
         cutflow[v.name] = {k: float(x) for k, x in steps.items()}
         per_variant[v.name] = (feats, regions, p)
 
-    rows = np.zeros(n, dtype=bool)
-    for feats, regions, p in per_variant.values():
-        rows |= p["has_pair"]
-
     columns = {
         "run": content.run[rows],
         "luminosityBlock": content.luminosityBlock[rows],
         "event": content.event[rows],
-        "is_signal": np.full(int(rows.sum()), bool(dataset.is_signal)),
-        "weight": w[rows].astype(np.float64),
+        "is_signal": np.full(n, bool(dataset.is_signal)),
+        "weight": w.astype(np.float64),
     }
     # pt of the pair objects for pt-dependent weight uncertainties: nominal pt of the
     # nominal pair, else of the first variant that has a pair
@@ -217,16 +240,16 @@ def select_content(content: EventContent, dataset: Dataset, config: AnalysisConf
         for obj, coll, idx in (("muon", mu, p["imu"]), ("tau", tau, p["itau"])):
             object_pt[obj] = np.where(np.isnan(object_pt[obj]), _take(coll["pt"], idx), object_pt[obj])
     columns.update(
-        weight_variations(config, dataset.process, w[rows], {k: v[rows] for k, v in object_pt.items()})
+        weight_variations(config, dataset.process, w, object_pt)
     )
     for vname, (feats, regions, p) in per_variant.items():
         for fname, values in feats.items():
-            columns[feature_column(fname, vname)] = values[rows]
+            columns[feature_column(fname, vname)] = values
         for rname, mask in regions.items():
-            columns[region_column(rname, vname)] = mask[rows]
+            columns[region_column(rname, vname)] = mask
     extra = {
-        "sum_genweight": float(w.sum()),
-        "n_events_processed": int(n),
+        "sum_genweight": float(w_all.sum()),
+        "n_events_processed": int(content.n_events),
         "cutflow": cutflow,
         "has_gen_weight": bool(content.has_gen_weight),
     }
