@@ -97,6 +97,7 @@ def test_settings_from_config_spellings():
         ({"split_fractions": [0.9, 0.2]}, "split fractions"),
         ({"lr": 1e-3, "learning_rate": 1e-3}, "twice"),
         ({"architecture": "cnn"}, "architecture"),
+        ({"lambdas": {"tes": 1.0}, "max_epochs": 3, "penalty_warmup_epochs": 3}, "smaller than max_epochs"),
     ],
 )
 def test_bad_settings(bad, msg):
@@ -171,7 +172,7 @@ def test_weight_based_variation_and_migration():
     down[:20] = np.nan  # 20 events leave the selection in 'down': weight 0 there
     w_down[:20] = 0.0
     systs = {"wsys": {"w_up": w_up}, "x2": {"down": down, "w_down": w_down}}
-    r = train_classifier(X, y, w, ids, {**FAST, "max_epochs": 2, "lambdas": {"wsys": 1.0, "x2": 1.0}}, systs)
+    r = train_classifier(X, y, w, ids, {**FAST, "max_epochs": 2, "penalty_warmup_epochs": 0, "lambdas": {"wsys": 1.0, "x2": 1.0}}, systs)
     h = r.history[-1]
     assert set(h["train_lambda"]) == {"wsys", "x2"} and all(np.isfinite(v) for v in h["train_lambda"].values())
     assert np.isfinite(h["val_loss"])

@@ -67,7 +67,10 @@ class TrainingSettings:
     n_bins: int = 10
     # Ramp the lambdas linearly from 0 (epoch 1) to their full value (epoch warmup + 1);
     # early stopping only starts once the penalty is at full strength.
-    penalty_warmup_epochs: int = 0
+    # Default 3: started at full strength from a random init, lambda = 20 sometimes drives
+    # the toy of Wunsch et al. into a saturated, useless network (AUC 0.50 for one of
+    # three seeds); a short ramp first lets the classifier form.
+    penalty_warmup_epochs: int = 3
     penalty_on: str = "background"  # whose events enter the penalty histograms
     class_balance: bool = True
     device: str = "auto"
@@ -145,7 +148,7 @@ class TrainingSettings:
         positive("weight_decay", integer=False, allow_zero=True)
         positive("min_delta", integer=False, allow_zero=True)
         positive("penalty_warmup_epochs", allow_zero=True)
-        if self.penalty_warmup_epochs >= self.max_epochs:
+        if any(v > 0 for v in self.lambdas.values()) and self.penalty_warmup_epochs >= self.max_epochs:
             raise AuditError(
                 f"penalty_warmup_epochs ({self.penalty_warmup_epochs}) must be smaller than max_epochs ({self.max_epochs})"
             )
@@ -407,6 +410,15 @@ class _Variations:
         return out.index_add(0, self.syst_index, per_variant)
 
 
+def _adam(model, lr, weight_decay):
+    """Adam; the fused implementation (one kernel for all parameters) where this torch
+    build has it for the device, else the default one."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
 def _bce_sum(logits, target, weight):
     return F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
 
@@ -494,14 +506,14 @@ def train_classifier(
         torch.manual_seed(int(s.seed))  # dropout masks
         model = build_model(spec, X.shape[1], mean, std, generator=init_gen).to(device)
         shuffle_gen = torch.Generator(device=device).manual_seed(int(s.seed) + 1)
-        opt = torch.optim.Adam(model.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
+        opt = _adam(model, s.learning_rate, s.weight_decay)
 
         history: list[dict] = []
         best_loss, best_epoch, best_state, wait = math.inf, 0, None, 0
         stopped_early = False
         K, B = int(s.n_bins), int(s.batch_size)
         for epoch in range(1, int(s.max_epochs) + 1):
-            warm = s.penalty_warmup_epochs
+            warm = s.penalty_warmup_epochs if pen_names else 0
             ramp = min(1.0, (epoch - 1) / warm) if warm > 0 else 1.0
             t0 = time.perf_counter()
             train_bce, train_pen = _train_epoch(model, opt, Xtr, ytr, wtr, vtr, lam_train * ramp, K, B, shuffle_gen)
@@ -568,19 +580,22 @@ def _train_epoch(model, opt, Xtr, ytr, wtr, var: _Variations, lam, n_bins, batch
     model.train()
     n, nf = Xtr.shape
     perm = torch.randperm(n, generator=gen, device=Xtr.device)
+    # shuffle once per epoch (one large gather); batches are then contiguous views
+    Xp, yp, wp = Xtr[perm], ytr[perm], wtr[perm]
+    pos_p = None if var.all_rows else var.pen_pos[perm]
     bce_sum = torch.zeros((), device=Xtr.device)
     pen_sum = torch.zeros(var.n_syst, device=Xtr.device)
     use_pen = var.n_syst > 0 and var.n_rows > 0
     for start in range(0, n, batch_size):
-        idx = perm[start : start + batch_size]
-        b = idx.shape[0]
-        xb = Xtr[idx]
+        end = min(start + batch_size, n)
+        b = end - start
+        xb, yb, wb = Xp[start:end], yp[start:end], wp[start:end]
         if use_pen:
             if var.all_rows:
-                at, prow = None, idx
+                at, prow = None, perm[start:end]
             else:
                 # positions in the batch of the penalty-class events, and their penalty rows
-                pos = var.pen_pos[idx]
+                pos = pos_p[start:end]
                 at = (pos >= 0).nonzero().squeeze(1)
                 prow = pos[at]
             p = prow.shape[0]
@@ -596,11 +611,11 @@ def _train_epoch(model, opt, Xtr, ytr, wtr, var: _Variations, lam, n_bins, batch
             f_all = torch.cat([f_nom.unsqueeze(0), f_shift]) if var.n_shift else f_nom.unsqueeze(0)
             h = soft_histogram(f_all[var.source], var.w[:, prow], n_bins)  # (1+V, K)
             lam_s = var.per_systematic(relative_deviation(h[0], h[1:]))
-            bce = _bce_sum(logits, ytr[idx], wtr[idx])
+            bce = _bce_sum(logits, yb, wb)
             loss = bce / b + (lam * lam_s).sum()
             pen_sum += lam_s.detach() * b
         else:
-            bce = _bce_sum(model.logits(xb), ytr[idx], wtr[idx])
+            bce = _bce_sum(model.logits(xb), yb, wb)
             loss = bce / b
         opt.zero_grad(set_to_none=True)
         loss.backward()
