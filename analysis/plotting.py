@@ -40,6 +40,7 @@ from pathlib import Path
 
 import hist
 import matplotlib
+import matplotlib.ticker
 import mplhep
 import numpy as np
 from matplotlib.figure import Figure
@@ -547,7 +548,8 @@ def correlation_change(
     note = rf"$\|\Delta C\|_F / \|C\|_F = {rel:.4f}$"
     if threshold is not None:
         note += f" (threshold {threshold:g}: {'passed' if rel < threshold else 'FAILED'})"
-    ax.set_title(f"{title}\n{note}" if title else note, fontsize="medium")
+    # Figure-level title: above the experiment label of the styled variants.
+    fig.suptitle(f"{title}\n{note}" if title else note, fontsize="medium")
     _experiment_label(ax, style) if style else None
     return fig
 
@@ -613,7 +615,7 @@ def significance_curves(
     ax.set_ylim(bottom=0)
     ax.legend(loc="best")
     if title:
-        ax.set_title(title, loc="left", fontsize="medium")
+        fig.suptitle(title, fontsize="medium")
     _experiment_label(ax, style) if style else None
     return fig
 
@@ -724,6 +726,12 @@ def _optional_impacts(x, what: str, n: int) -> np.ndarray:
     return out
 
 
+def _symlog_x(ax, linthresh: float) -> None:
+    """Symmetric-log x axis (lambda = 0 visible) without the default flood of minor ticks."""
+    ax.set_xscale("symlog", linthresh=linthresh)
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+
+
 @_styled
 def lambda_scan(
     lambdas,
@@ -769,9 +777,12 @@ def lambda_scan(
     ax1b = ax1.twinx()
     ax1b.plot(lam[order], z[order], "s--", color="C1", label="Expected significance")
     ax1b.set_ylabel(r"Expected significance $Z$", color="C1")
-    ax1.set_xscale("symlog", linthresh=linthresh)
+    _symlog_x(ax1, linthresh)
     ax1.set_xlabel(r"Penalty strength $\lambda$")
-    ax1.set_title("Performance", fontsize="medium")
+    # Panel titles in the neutral style only: the experiment label takes that place otherwise.
+    titles = style is None
+    if titles:
+        ax1.set_title("Performance", fontsize="medium")
 
     ax2.plot(lam[order], std[order], "o-", color=NOMINAL_COLOR, label=r"Standard $\pm1\sigma$")
     hid0 = np.where(found, hid, 0.0)
@@ -779,18 +790,19 @@ def lambda_scan(
     ax2.plot(lam[of], hid[of], "D-", color=ATTACK_COLOR, label="Largest hidden")
     if np.any(~found):
         ax2.plot(lam[~found], np.zeros(int((~found).sum())), "D", markerfacecolor="none", color=ATTACK_COLOR,
-                 label="No hidden attack found")
-    ax2.set_xscale("symlog", linthresh=linthresh)
+                 label="No hidden attack found", clip_on=False, zorder=5)
+    _symlog_x(ax2, linthresh)
     ax2.set_xlabel(r"Penalty strength $\lambda$")
     ax2.set_ylabel(r"Impact on $\mu$")
     ax2.set_ylim(bottom=0)
     ax2.legend(loc="best")
-    ax2.set_title("Robustness", fontsize="medium")
+    if titles:
+        ax2.set_title("Robustness", fontsize="medium")
 
     ax3.scatter(hid0[found], z[found], marker="D", color=ATTACK_COLOR, label="Largest hidden impact")
     if np.any(~found):
         ax3.scatter(hid0[~found], z[~found], marker="D", facecolors="none", edgecolors=ATTACK_COLOR,
-                    label="No hidden attack found")
+                    label="No hidden attack found", clip_on=False, zorder=5)
     ax3.scatter(std, z, marker="o", color=NOMINAL_COLOR, label="Standard impact")
     for i in range(n):
         # A thin line joins the standard and the hidden impact of the same model.
@@ -801,7 +813,9 @@ def lambda_scan(
     ax3.set_ylabel(r"Expected significance $Z$")
     ax3.set_xlim(left=0)
     ax3.legend(loc="best")
-    ax3.set_title("Performance vs robustness", fontsize="medium")
+    if titles:
+        ax3.set_title("Performance vs robustness", fontsize="medium")
+    ax3.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5))
     if style:
         _experiment_label(ax1, style)
     return fig
@@ -880,6 +894,6 @@ def impact_summary(
         labs.append("Largest hidden impact > quoted")
     ax.legend(handles, labs, loc="lower right")
     if title:
-        ax.set_title(title, loc="left", fontsize="medium")
+        fig.suptitle(title, fontsize="medium")
     _experiment_label(ax, style) if style else None
     return fig
