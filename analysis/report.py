@@ -493,7 +493,7 @@ th{background:#f2f2f2}td.name,th.name{text-align:left}
 .v-none{background:#eeeeee;color:#555}
 .pass{color:#185c1f}.fail{color:#8a1404;font-weight:bold}
 details{text-align:left}details table{font-size:.85em;margin:.4em 0}
-summary{cursor:pointer;white-space:nowrap}
+summary{cursor:pointer;white-space:nowrap}details[open]{min-width:38em}
 figure{margin:1.5em 0;padding:1em;border:1px solid #e3e3e3;border-radius:4px}
 figure img{max-width:100%;height:auto;display:block;margin:auto}
 figcaption{margin-top:.6em;font-size:.92em}
