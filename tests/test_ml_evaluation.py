@@ -99,3 +99,35 @@ def test_predict_per_variant_and_invalid_rows():
     assert np.isnan(g["up"][3]) and np.isfinite(np.delete(g["up"], 3)).all()
     with pytest.raises(AuditError, match="feature list mismatch"):
         predict(m, X[:, :2])
+
+
+def test_evaluate_classifier_one_call():
+    import json
+
+    from analysis.ml.evaluation import evaluate_classifier, jsonable
+
+    rng = np.random.default_rng(5)
+    n = 400
+    y = (rng.uniform(size=n) < 0.5).astype(int)
+    X = rng.normal(size=(n, 2)).astype(np.float32) + y[:, None]
+    up = X.copy()
+    up[:, 1] += 0.5
+    up[:3] = np.nan  # absent in 'up'
+    m = build_model({"hidden_layers": [8]}, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # a fixed, sensible classifier: f = sigmoid(x1 + x2)
+        m.body[0].weight.zero_()
+        m.body[0].weight[0] = 1.0
+        m.body[2].weight.zero_()
+        m.body[2].weight[0, 0] = 1.0
+        m.body[0].bias.fill_(10.0)
+        m.body[2].bias.fill_(-10.0)
+    w = rng.uniform(0.5, 1.5, n)
+    res = evaluate_classifier(m, {"nominal": X, "up": up}, y, {"nominal": w}, {"sr": X[:, 0] > 0}, bins=5)
+    assert res["auc"]["nominal"] == pytest.approx(weighted_auc(X.sum(1), y, w), abs=1e-6)
+    assert np.isnan(res["outputs"]["up"][:3]).all()
+    assert res["histograms"]["sr"]["up"]["counts"].sum() < res["histograms"]["sr"]["nominal"]["counts"].sum() + 1e-9
+    assert res["significance"]["best_rel_significance"] > 1
+    text = json.dumps(jsonable(res))
+    assert "NaN" not in text
+    with pytest.raises(AuditError, match="nominal"):
+        evaluate_classifier(m, {"up": up}, y, w)

@@ -18,7 +18,9 @@ Modules
 No law/luigi imports here: numpy in, numpy / files out.
 """
 
+from analysis.ml.evaluation import evaluate_classifier, predict, weighted_auc
 from analysis.ml.models import MLP, ARCHITECTURES, build_model, standardisation_from_data
+from analysis.ml.modelio import import_user_model, load_model, save_model
 from analysis.ml.penalty import soft_histogram, variation_penalty, variation_penalty_numpy
 from analysis.ml.training import (
     TrainingSettings,
@@ -28,6 +30,12 @@ from analysis.ml.training import (
 )
 
 __all__ = [
+    "evaluate_classifier",
+    "predict",
+    "weighted_auc",
+    "import_user_model",
+    "load_model",
+    "save_model",
     "MLP",
     "ARCHITECTURES",
     "build_model",

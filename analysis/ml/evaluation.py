@@ -182,3 +182,67 @@ def variation_spread(h_nominal, h_up, h_down) -> float:
     the output distribution; 2 = disjoint)."""
     h_nominal, h_up, h_down = (np.asarray(h, dtype=np.float64) for h in (h_nominal, h_up, h_down))
     return float(np.abs(h_up - h_down).sum() / h_nominal.sum())
+
+
+def evaluate_classifier(
+    model,
+    variants: dict,
+    y,
+    weights,
+    regions: dict | None = None,
+    bins=20,
+    thresholds=None,
+    invalid: str = "nan",
+) -> dict:
+    """Everything EvaluateModel needs, in one call (plain arrays and floats).
+
+    ``variants``: {variant: X (N, F)} event-matched feature matrices (must include
+    "nominal"); ``y`` (N,) labels; ``weights``: (N,) or {variant: (N,)}; ``regions`` as in
+    ``output_histograms``. Rows with NaN features (events absent in a variant) get NaN
+    outputs and are left out of every figure of that variant.
+
+    Returns {"outputs": {variant: (N,)}, "auc": {variant: float}, "roc": {"fpr", "tpr",
+    "thresholds"} (nominal), "significance": significance_curve(...) (nominal),
+    "histograms": {region: {variant: {"edges", "counts", "sumw2"}}}}.
+    """
+    if "nominal" not in variants:
+        raise AuditError(f"variants must include 'nominal', got {sorted(variants)}")
+    y = np.asarray(y)
+    outputs = outputs_per_variant(model, variants, invalid=invalid)
+    for name, f in outputs.items():
+        if len(f) != len(y):
+            raise AuditError(f"variant '{name}' has {len(f)} events, labels have {len(y)}")
+
+    def w_of(name):
+        w = weights.get(name, weights.get("nominal")) if isinstance(weights, dict) else weights
+        return np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)
+
+    auc = {name: weighted_auc(f, y, w_of(name)) for name, f in outputs.items()}
+    fpr, tpr, thr = weighted_roc(outputs["nominal"], y, w_of("nominal"))
+    ws = {name: w_of(name) for name in outputs}
+    return {
+        "outputs": outputs,
+        "auc": auc,
+        "roc": {"fpr": fpr, "tpr": tpr, "thresholds": thr},
+        "significance": significance_curve(outputs["nominal"], y, w_of("nominal"), thresholds),
+        "histograms": output_histograms(outputs, ws, regions, bins),
+    }
+
+
+def jsonable(obj):
+    """numpy arrays / scalars inside nested dicts and lists -> JSON-serialisable Python
+    (non-finite floats become None)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if np.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

@@ -17,10 +17,12 @@ directory and moved into place at the end).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +65,9 @@ def _script(model: nn.Module) -> torch.jit.ScriptModule:
     was_training = model.training
     model.eval()
     try:
-        return torch.jit.script(model)
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the portable format
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.script(model)
     finally:
         model.train(was_training)
 
@@ -77,7 +81,8 @@ def save_model(model: MLP, directory, spec: dict, features: list[str] | None = N
     spec = resolve_spec(spec)
     if features is not None and len(features) != model.n_features:
         raise AuditError(f"feature list mismatch: {len(features)} names for a model with {model.n_features} inputs")
-    cpu_model = model.to("cpu") if next(model.parameters()).device.type != "cpu" else model
+    # a CPU copy: the caller's model stays where it is
+    cpu_model = copy.deepcopy(model).to("cpu") if next(model.parameters()).device.type != "cpu" else model
     info = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -253,7 +258,7 @@ def validate_user_model(path, features, probe=None, n_probe: int = 512, seed: in
     if not out.requires_grad:
         raise AuditError(f"user model {path} output is not differentiable in its inputs; the attacks need gradients")
     if out.dim() == 2:
-        model = torch.jit.script(_FlattenOutput(model))
+        model = _script(_FlattenOutput(model))
     return model.eval()
 
 

@@ -23,7 +23,6 @@ The train/validation/test split is a deterministic hash of the event id
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import math
@@ -495,7 +494,7 @@ def train_classifier(
     Xtr, ytr, wtr, vtr = tensors(tr, pen_names)
     Xva, yva, wva, vva = tensors(va, mon_names)
     lam_train = torch.tensor([float(s.lambdas[n]) for n in pen_names], device=device)
-    lam_val = torch.tensor([float(s.lambdas.get(n, 0.0)) for n in mon_names], device=device)
+    lam_val = torch.tensor([float(s.lambdas.get(n, 0.0)) for n in mon_names])  # CPU, like val Lambdas
     n_train, n_val = int(tr.sum()), int(va.sum())
 
     # -- model, optimiser, RNG -----------------------------------------------------------
