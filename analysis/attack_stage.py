@@ -97,14 +97,14 @@ class AttackOutcome:
 def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str, systematic: str,
                attack_name: str) -> AttackOutcome:
     from analysis.attacks.metrics import attack_metrics
-    from analysis.attacks.registry import get_attack
+    from analysis.attacks.registry import get_attack_class
 
     if attack_name not in cfg.attacks:
         raise AuditError(f"unknown attack '{attack_name}' (configured: {list(cfg.attacks)})")
     spec = dict(cfg.attacks[attack_name])
     kind = spec.pop("type", attack_name)
     objective = spec.pop("objective", cfg.audit.get("objective", "shift_output"))
-    attack = get_attack(kind)(**spec)
+    attack = get_attack_class(kind)(**spec)
     rows = attack_rows(sample, cfg)
     envelope = build_envelope(sample, rows, cfg, systematic)
     x = sample.X[NOMINAL][rows]
