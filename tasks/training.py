@@ -9,15 +9,25 @@ from tasks.base import AuditWorkflow, short_hash, write_json_atomic
 from tasks.data import SELECTION_SECTIONS, MergeFeatures
 
 
+_SAMPLE_CACHE: dict = {}
+
+
 def load_sample(task):
-    """All MergeFeatures tables of the task's config as one EventSample."""
+    """All MergeFeatures tables of the task's config as one EventSample. Kept in memory for
+    the next task of the same process (many attack branches read the same tables)."""
+    import os
+
     from analysis.samples import assemble
     from analysis.tables import FeatureTable
 
     merged = MergeFeatures.req(task, branch=-1)
     outputs = merged.output()["collection"].targets
-    tables = [FeatureTable.read(outputs[i]["table"].path) for i in sorted(outputs)]
-    return assemble(tables, task.cfg.feature_names)
+    paths = [outputs[i]["table"].path for i in sorted(outputs)]
+    key = (tuple((p, os.stat(p).st_mtime_ns) for p in paths), tuple(task.cfg.feature_names))
+    if key not in _SAMPLE_CACHE:
+        _SAMPLE_CACHE.clear()
+        _SAMPLE_CACHE[key] = assemble([FeatureTable.read(p) for p in paths], task.cfg.feature_names)
+    return _SAMPLE_CACHE[key]
 
 
 class ModelWorkflow(AuditWorkflow):
