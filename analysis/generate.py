@@ -801,7 +801,26 @@ _DTYPES = {
 }
 
 
-def _jagged(coll: _Collection, extra: dict, dtypes: dict):
+# mantissa bits kept for float branches, as NanoAOD does (``precision=`` in its table
+# producers); it makes the files smaller and the numbers look like real NanoAOD numbers
+_PRECISION = {
+    "Muon": {"eta": 12, "phi": 12, "pfRelIso04_all": 6},
+    "Tau": {"pt": 10, "eta": 10, "phi": 10, "mass": 10},
+    "Jet": {"pt": 10, "eta": 12, "phi": 12, "mass": 10, "btagDeepFlavB": 10},
+    "Electron": {"eta": 10, "phi": 10, "pfRelIso03_all": 8},
+}
+
+
+def _round_mantissa(x: np.ndarray, bits: int) -> np.ndarray:
+    """Round float32 values to ``bits`` mantissa bits (round half up on the bit pattern)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    drop = 23 - bits
+    raw = x.view(np.uint32)
+    raw = (raw + np.uint32(1 << (drop - 1))) & np.uint32((0xFFFFFFFF << drop) & 0xFFFFFFFF)
+    return raw.view(np.float32)
+
+
+def _jagged(coll: _Collection, extra: dict, dtypes: dict, precision: dict | None = None):
     """Sort a collection by pt per event and return it as a jagged awkward record array."""
     import awkward as ak
 
@@ -824,6 +843,8 @@ def _jagged(coll: _Collection, extra: dict, dtypes: dict):
         else:
             mat = np.stack([c[1][name] for c in coll.columns], axis=0)
         out[name] = mat.reshape(-1)[gather].astype(dtype)
+        if precision and name in precision:
+            out[name] = _round_mantissa(out[name], precision[name])
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     layout = ak.contents.ListOffsetArray(
@@ -863,15 +884,17 @@ def _generate_block(process: str, rng: np.random.Generator, n: int) -> dict:
     jet_muon = _index_matrix(b.jets, mu_rank, mu_valid, mapping=b.jet_muon)
 
     return {
-        "Muon": _jagged(b.muons, {"jetIdx": muon_jet}, _DTYPES["Muon"]),
-        "Tau": _jagged(b.taus, {"jetIdx": tau_jet}, _DTYPES["Tau"]),
+        "Muon": _jagged(b.muons, {"jetIdx": muon_jet}, _DTYPES["Muon"], _PRECISION["Muon"]),
+        "Tau": _jagged(b.taus, {"jetIdx": tau_jet}, _DTYPES["Tau"], _PRECISION["Tau"]),
         "Jet": _jagged(
             b.jets,
             {"muonIdx1": jet_muon, "muonIdx2": none(b.jets), "electronIdx1": none(b.jets),
              "electronIdx2": none(b.jets)},
             _DTYPES["Jet"],
+            _PRECISION["Jet"],
         ),
-        "Electron": _jagged(b.electrons, {"jetIdx": none(b.electrons)}, _DTYPES["Electron"]),
+        "Electron": _jagged(b.electrons, {"jetIdx": none(b.electrons)}, _DTYPES["Electron"],
+                            _PRECISION["Electron"]),
         "MET_pt": met_pt.astype(np.float32),
         "MET_phi": met_phi.astype(np.float32),
         "PV_npvs": np.clip(np.round(0.7 * b.n_pu + rng.normal(0, 1.5, n)), 1, 255).astype(np.uint8),
