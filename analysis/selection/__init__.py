@@ -6,9 +6,10 @@ shifts, MET propagation, weight variations), ``features`` (the feature registry)
 """
 
 from analysis.selection.features import FEATURE_KINDS, FEATURES, resolve_features
-from analysis.selection.run import normalise_weights, plan_chunks, select_chunk, select_files
+from analysis.selection.processor import SelectionProcessor
+from analysis.selection.run import normalise_weights, plan_chunks, require_events, select_chunk, select_files
 
 __all__ = [
     "FEATURE_KINDS", "FEATURES", "resolve_features",
-    "normalise_weights", "plan_chunks", "select_chunk", "select_files",
+    "SelectionProcessor", "normalise_weights", "plan_chunks", "require_events", "select_chunk", "select_files",
 ]
