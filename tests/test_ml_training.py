@@ -119,7 +119,7 @@ def test_same_seed_identical_weights_and_metrics():
     assert not torch.equal(a.model.body[0].weight, c.model.body[0].weight)
 
 
-def test_training_learns_and_reports_history():
+def test_training_learns_and_reports_history(capsys):
     X, y, w, ids, syst = toy()
     lines = []
     r = train_classifier(X, y, w, ids, {**FAST, "progress": True, "max_epochs": 3}, syst, features=["x1", "x2"], log=lines.append)
@@ -130,7 +130,8 @@ def test_training_learns_and_reports_history():
     assert h["val_auc"] > 0.8  # the toy classes separate well
     assert h["val_lambda"]["x2"] > 0.1  # lambda = 0: the x2 shift moves the output (monitored)
     assert h["train_lambda"] == {}  # ... but does not enter the training loss
-    assert len(lines) == 4 and lines[0].startswith("epoch   1/4") is False and "auc" in lines[0]
+    assert len(lines) == 4 and lines[0].startswith("epoch   1/3 ") and "auc" in lines[0] and "x2=" in lines[0]
+    assert lines[-1].startswith(f"best epoch {r.best_epoch}")
     assert r.model.training is False and next(r.model.parameters()).device.type == "cpu"
     assert r.features == ["x1", "x2"]
     s = r.summary()
@@ -139,11 +140,13 @@ def test_training_learns_and_reports_history():
     tr = r.split == TRAIN
     f = r.class_weight_factors
     assert w[tr & (y == 1)].sum() * f["signal"] == pytest.approx(w[tr & (y == 0)].sum() * f["background"])
-    # the progress display can be switched off
-    quiet = []
-    train_classifier(X, y, w, ids, {**FAST, "max_epochs": 1}, syst, log=None)
-    train_classifier(X, y, w, ids, {**FAST, "max_epochs": 1, "progress": False}, syst, log=None)
-    assert quiet == []
+    # default display goes to stderr, one line per epoch; progress=False silences it
+    capsys.readouterr()
+    train_classifier(X, y, w, ids, {**FAST, "max_epochs": 2, "progress": True}, syst)
+    assert [l.split()[1] for l in capsys.readouterr().err.splitlines() if l.startswith("epoch ")] == ["1/2", "2/2"]
+    train_classifier(X, y, w, ids, {**FAST, "max_epochs": 2, "progress": False}, syst)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
 
 
 def test_early_stopping_restores_best_epoch():
