@@ -48,6 +48,7 @@ from matplotlib.patches import Patch
 from scipy import stats
 
 from analysis.errors import AuditError
+from analysis.report import HIDDEN_LARGER
 
 STYLES = (None, "CMS", "ATLAS")
 
@@ -357,6 +358,23 @@ def feature_comparison(
 # --------------------------------------------------------------------------- 2. NN output with bands
 
 
+def quadrature_band(nominal, shifted) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) edge of the systematic band around ``nominal`` histogram counts.
+
+    Per bin, the positive deviations of all ``shifted`` histograms (every up and every down
+    variation) are added in quadrature for the upper edge, the negative ones for the lower.
+    """
+    nominal = np.asarray(nominal, dtype=np.float64)
+    up2 = np.zeros_like(nominal)
+    down2 = np.zeros_like(nominal)
+    for h in shifted:
+        delta = np.asarray(h, dtype=np.float64) - nominal
+        up2 += np.where(delta > 0, delta, 0.0) ** 2
+        down2 += np.where(delta < 0, delta, 0.0) ** 2
+    return nominal - np.sqrt(down2), nominal + np.sqrt(up2)
+
+
+
 @_styled
 def nn_output_with_bands(
     nominal: Mapping[str, object],
@@ -401,8 +419,7 @@ def nn_output_with_bands(
     total = np.sum([nom[p][0] for p in backgrounds], axis=0)
     total_w2 = np.sum([nom[p][1] for p in backgrounds], axis=0)
 
-    up2 = np.zeros_like(total)
-    down2 = np.zeros_like(total)
+    shifted_totals = []
     syst_names = []
     for syst, var in (variations or {}).items():
         if not isinstance(var, Mapping) or set(var) != {"up", "down"}:
@@ -421,12 +438,9 @@ def nn_output_with_bands(
                     shifted += _histogram(*_sample(procs[p], f"variations[{syst!r}][{direction!r}][{p!r}]"), edges)[0]
                 else:
                     shifted += nom[p][0]
-            delta = shifted - total
-            up2 += np.where(delta > 0, delta, 0.0) ** 2
-            down2 += np.where(delta < 0, delta, 0.0) ** 2
+            shifted_totals.append(shifted)
     stat = np.sqrt(total_w2)
-    syst_lo = total - np.sqrt(down2)
-    syst_hi = total + np.sqrt(up2)
+    syst_lo, syst_hi = quadrature_band(total, shifted_totals)
 
     fig = _new_figure((6.0, 5.6), style)
     ax, rax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -857,7 +871,7 @@ def impact_summary(
         raise AuditError(f"verdicts has {len(verdicts)} entries but systematics has {n}")
     if attacks is not None and len(attacks) != n:
         raise AuditError(f"attacks has {len(attacks)} entries but systematics has {n}")
-    flagged = np.array(["larger" in str(v) for v in verdicts])
+    flagged = np.array([v == HIDDEN_LARGER for v in verdicts])
 
     fig = _new_figure((7.0, 1.2 + 0.55 * n), style)
     ax = fig.subplots()

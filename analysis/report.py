@@ -138,6 +138,25 @@ def make_summary(
     return summary
 
 
+def figure_entry(name: str, paths: Mapping[str, str], report_dir, caption: str) -> dict:
+    """A ``summary["figures"]`` entry from ``plotting.save_figure``'s paths.
+
+    The PNG/PDF paths are made relative to ``report_dir`` (POSIX separators); a figure outside
+    the report folder is an error, since the report must be movable as one folder.
+    """
+    report_dir = Path(report_dir).resolve()
+    entry = {"name": name, "caption": caption}
+    for fmt in ("png", "pdf"):
+        if fmt not in paths:
+            raise AuditError(f"figure {name!r}: no {fmt} path given (use plotting.save_figure's result)")
+        p = Path(paths[fmt]).resolve()
+        try:
+            entry[fmt] = p.relative_to(report_dir).as_posix()
+        except ValueError:
+            raise AuditError(f"figure {name!r}: {p} is not inside the report folder {report_dir}") from None
+    return entry
+
+
 # --------------------------------------------------------------------------- validation
 
 

@@ -166,3 +166,20 @@ def test_helpers():
     mean, emean, width, ewidth = P.gaussian_fit(x)
     assert mean == pytest.approx(2.0, abs=4 * emean) and width == pytest.approx(0.5, abs=4 * ewidth)
     assert emean == pytest.approx(0.5 / np.sqrt(20000), rel=0.05)
+
+
+def test_quadrature_band():
+    lo, hi = P.quadrature_band([10.0, 10.0], [[13.0, 9.0], [6.0, 10.0], [14.0, 10.0]])
+    assert lo == pytest.approx([6.0, 9.0]) and hi == pytest.approx([10 + 5.0, 10.0])
+    lo, hi = P.quadrature_band([1.0], [])
+    assert lo == [1.0] and hi == [1.0]
+
+
+def test_impact_summary_flags_only_hidden_larger_rows():
+    fig = _builders()["impact_summary"]()
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts.count("!") == 1  # only TES: hidden 0.2 > standard 0.07
+    assert "no hidden attack found" in texts and "pgd" in texts and "fgsm" in texts
+    # first systematic on top
+    assert [(t.get_text(), t.get_position()[1]) for t in ax.get_yticklabels()] == [("TES", 2), ("JES", 1), ("MET", 0)]

@@ -301,3 +301,13 @@ def test_html_rejects_invalid_summary(tmp_path, summary):
     s = _broken(summary, lambda s: s["models"]["nominal"].pop("auc"))
     with pytest.raises(AuditError, match="'auc'"):
         report.write_html(s, tmp_path, tmp_path / "r.html")
+
+
+def test_figure_entry_makes_paths_relative(tmp_path):
+    paths = {"png": str(tmp_path / "figures" / "a.png"), "pdf": str(tmp_path / "figures" / "a.pdf")}
+    entry = report.figure_entry("a", paths, tmp_path, "cap")
+    assert entry == {"name": "a", "caption": "cap", "png": "figures/a.png", "pdf": "figures/a.pdf"}
+    with pytest.raises(AuditError, match="not inside the report folder"):
+        report.figure_entry("a", paths, tmp_path / "elsewhere", "cap")
+    with pytest.raises(AuditError, match="no pdf path"):
+        report.figure_entry("a", {"png": paths["png"]}, tmp_path, "cap")
