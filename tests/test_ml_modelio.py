@@ -49,6 +49,12 @@ def test_round_trip_native_and_torchscript(tmp_path):
         load_model(tmp_path / "model", available_features=["tau_pt", "met"])
 
 
+def test_save_with_wrong_feature_list_writes_nothing(tmp_path):
+    with pytest.raises(AuditError, match="feature list mismatch"):
+        save_model(_model(), tmp_path / "m", {"hidden_layers": [16, 16]}, FEATURES[:2])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_not_a_model_file(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a model at all")

@@ -166,7 +166,8 @@ def test_early_stopping_restores_best_epoch():
     assert bce == pytest.approx(r.history[r.best_epoch - 1]["val_bce"], rel=1e-4)
 
 
-def test_weight_based_variation_and_migration():
+@pytest.mark.parametrize("penalty_on", ["background", "all"])
+def test_weight_based_variation_and_migration(penalty_on):
     X, y, w, ids, syst = toy()
     n = len(y)
     w_up = np.where(X[:, 1] > 1, 1.5, 1.0)  # a weight systematic
@@ -175,7 +176,8 @@ def test_weight_based_variation_and_migration():
     down[:20] = np.nan  # 20 events leave the selection in 'down': weight 0 there
     w_down[:20] = 0.0
     systs = {"wsys": {"w_up": w_up}, "x2": {"down": down, "w_down": w_down}}
-    r = train_classifier(X, y, w, ids, {**FAST, "max_epochs": 2, "penalty_warmup_epochs": 0, "lambdas": {"wsys": 1.0, "x2": 1.0}}, systs)
+    r = train_classifier(X, y, w, ids, {**FAST, "max_epochs": 2, "penalty_warmup_epochs": 0, "penalty_on": penalty_on,
+                                          "lambdas": {"wsys": 1.0, "x2": 1.0}}, systs)
     h = r.history[-1]
     assert set(h["train_lambda"]) == {"wsys", "x2"} and all(np.isfinite(v) for v in h["train_lambda"].values())
     assert np.isfinite(h["val_loss"])
