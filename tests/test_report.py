@@ -1,5 +1,6 @@
 """summary.json schema, verdict rule, console table and the self-contained HTML report."""
 
+import base64
 import copy
 import json
 import re
@@ -269,7 +270,7 @@ def test_html_is_self_contained_and_complete(tmp_path):
     figs = [a for tag, a in parser.attrs if tag == "figure"]
     assert [f["data-name"] for f in figs] == [f["name"] for f in figures]
     assert len(srcs) == len(figures)
-    assert srcs[0].split(",", 1)[1] == __import__("base64").b64encode(TINY_PNG).decode()
+    assert srcs[0].split(",", 1)[1] == base64.b64encode(TINY_PNG).decode()
     body = "".join(parser.text)
     for f in figures:
         assert f["caption"] in body
