@@ -556,7 +556,7 @@ def nll(model, pars, data, aux=None, device="cpu") -> np.ndarray:
     n_np, aux_np, _, _ = _prepare(model, data, aux, None, None)
     N = max(len(pars), len(n_np))
     cm = compiled(model, device)
-    t = lambda a: torch.as_tensor(np.ascontiguousarray(np.broadcast_to(a, (N,) + a.shape[1:])), device=cm.device)  # noqa: E731
+    t = lambda a: torch.as_tensor(np.array(np.broadcast_to(a, (N,) + a.shape[1:])), device=cm.device)  # noqa: E731
     n = t(n_np)
     with torch.no_grad():
         out = cm.evaluate(t(pars), n, t(aux_np), order=0) + cm.constant(n)
@@ -569,7 +569,7 @@ def nll_grad_hess(model, pars, data, aux=None, device="cpu"):
     n_np, aux_np, _, _ = _prepare(model, data, aux, None, None)
     N = max(len(pars), len(n_np))
     cm = compiled(model, device)
-    t = lambda a: torch.as_tensor(np.ascontiguousarray(np.broadcast_to(a, (N,) + a.shape[1:])), device=cm.device)  # noqa: E731
+    t = lambda a: torch.as_tensor(np.array(np.broadcast_to(a, (N,) + a.shape[1:])), device=cm.device)  # noqa: E731
     n = t(n_np)
     with torch.no_grad():
         f, g, hess = cm.evaluate(t(pars), n, t(aux_np), order=2)

@@ -677,3 +677,36 @@ def to_pyhf_workspace(model: Model, observed=None) -> dict:
 def from_pyhf_workspace(workspace, measurement: str | None = None) -> Model:
     """Function form of :meth:`Model.from_pyhf_workspace`."""
     return Model.from_pyhf_workspace(workspace, measurement)
+
+
+# ---------------------------------------------------------------------- pyhf orderings
+# pyhf orders channels and parameter sets by name; these helpers translate vectors.
+def pyhf_pars(model: Model, pyhf_model, pars) -> np.ndarray:
+    """Parameter vector(s) (..., P) in this model's order -> pyhf's order."""
+    pars = np.asarray(pars, dtype=np.float64)
+    out = np.zeros(pars.shape[:-1] + (pyhf_model.config.npars,))
+    for ps in model.param_sets:
+        out[..., pyhf_model.config.par_slice(ps.name)] = pars[..., ps.slice]
+    return out
+
+
+def pars_from_pyhf(model: Model, pyhf_model, pyhf_vector) -> np.ndarray:
+    """pyhf-ordered parameter vector(s) -> this model's order."""
+    v = np.asarray(pyhf_vector, dtype=np.float64)
+    out = np.zeros(v.shape[:-1] + (model.n_pars,))
+    for ps in model.param_sets:
+        out[..., ps.slice] = v[..., pyhf_model.config.par_slice(ps.name)]
+    return out
+
+
+def pyhf_data(model: Model, pyhf_model, main, aux=None) -> np.ndarray:
+    """pyhf's data vector(s) ``main + auxdata`` from this model's main (..., B) and aux (..., A)."""
+    main = np.asarray(main, dtype=np.float64)
+    aux = np.broadcast_to(model.aux_nominal if aux is None else np.asarray(aux, dtype=np.float64),
+                          main.shape[:-1] + (model.n_aux,))
+    parts = [main[..., model.channel_slices[c]] for c in pyhf_model.config.channels]
+    F = model.n_normfactors
+    for name in pyhf_model.config.auxdata_order:
+        sl = model.par_slice(name)
+        parts.append(aux[..., sl.start - F: sl.stop - F])
+    return np.concatenate(parts, axis=-1)
