@@ -111,7 +111,7 @@ _VSMU_EFF_MU = np.array([0.3, 0.1, 0.03, 0.01])
 # NanoAOD genPartFlav codes. Tau_genPartFlav: 1 prompt e, 2 prompt mu, 3 tau -> e,
 # 4 tau -> mu, 5 genuine tau_h, 0 unmatched (jet). Muon_genPartFlav: 1 prompt, 15 from tau,
 # 5 from b, 4 from c, 3 light / unknown, 0 unmatched.
-_FLAV_PROMPT_E, _FLAV_PROMPT_MU, _FLAV_TAU_H = 1, 2, 5
+_FLAV_PROMPT_MU, _FLAV_TAU_E, _FLAV_TAU_H = 2, 3, 5
 _FLAV_UNMATCHED = 0
 _MUFLAV_PROMPT, _MUFLAV_TAU, _MUFLAV_B = 1, 15, 5
 
@@ -564,12 +564,12 @@ class _Block:
             idDeepTau2018v2p5VSmu=_scatter(idx, n, vsmu), genPartFlav=_FLAV_UNMATCHED,
         )
 
-    def add_fake_tau_from_lepton(self, true_p, charge, exists, kind):
+    def add_fake_tau_from_lepton(self, true_p, charge, exists, kind, flav):
+        """A muon (kind "fake_mu") or electron ("fake_e") reconstructed as a DM 0/1 tau_h."""
         rng, n = self.rng, self.n
         pt = _pt(true_p) * rng.normal(0.98, 0.03, n)
         dm = np.where(rng.uniform(size=n) < 0.8, 0, 1)
         mass = np.where(dm == 0, M_PI, rng.uniform(0.2, 0.6, n))
-        flav = _FLAV_PROMPT_MU if kind == "fake_mu" else _FLAV_PROMPT_E
         return self._store_tau(exists, pt, _eta(true_p), _phi(true_p), mass, charge, dm, kind, flav)
 
     # -- detector-level MET ------------------------------------------------------------
@@ -617,7 +617,7 @@ def _ditau(b: _Block, boson):
     b.add_invisible(nu2)
     b.add_tau_h(vis_h, dm, -q1, exists=ch_h)
     e_valid, *_ = b.add_electron(ele, -q1, exists=ch_e)
-    b.add_fake_tau_from_lepton(ele, -q1, e_valid & (rng.uniform(size=n) < 0.2), "fake_e")
+    b.add_fake_tau_from_lepton(ele, -q1, e_valid & (rng.uniform(size=n) < 0.2), "fake_e", _FLAV_TAU_E)
     b.add_muon(mu2, -q1, exists=ch_m, flav=_MUFLAV_TAU)
 
 
@@ -671,7 +671,7 @@ def _gen_zmm(b: _Block):
         # a muon that failed muon reconstruction is often a (fake) tau_h; rarely also otherwise
         prob = np.where(lost, 0.6, 0.04)
         fake = rng.uniform(size=n) < prob
-        b.add_fake_tau_from_lepton(p, charge, fake, "fake_mu")
+        b.add_fake_tau_from_lepton(p, charge, fake, "fake_mu", _FLAV_PROMPT_MU)
     for s in slots:
         b.add_fake_taus_from_jet(s, 0.3, q, 0.55)
 
