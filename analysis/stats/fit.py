@@ -468,6 +468,9 @@ def _minimise(cm: CompiledModel, theta, n, aux, free, max_iter: int, tol: float,
     # uncertainties over the free (not user-fixed) parameters at the minimum:
     # [H^-1]_QQ = S^-1, [H^-1]_QG = -S^-1 Cd, [H^-1]_GG = diag(1/d) + Cd^T S^-1 Cd
     _, pd, (L, Cd, d) = _solve(hess, torch.zeros_like(theta), free, Q)
+    eyeQ = torch.eye(Q, dtype=L.dtype, device=L.device).expand_as(L)
+    L = torch.where(pd[:, None, None] & torch.isfinite(L).all(-1).all(-1)[:, None, None], L, eyeQ)
+    d = torch.where(pd[:, None], d, torch.ones_like(d))
     Sinv = torch.cholesky_inverse(L)
     varQ = torch.diagonal(Sinv, dim1=1, dim2=2)
     SCd = torch.einsum("nqr,nrg->nqg", Sinv, Cd)
@@ -526,7 +529,7 @@ def fit_toys(
     with _threads(threads if dev.type == "cpu" else None):
         for start in range(0, N, chunk_size):
             sl = slice(start, min(N, start + chunk_size))
-            t = lambda a: torch.as_tensor(np.ascontiguousarray(a[sl]), device=dev)  # noqa: E731
+            t = lambda a: torch.as_tensor(np.array(a[sl]), device=dev)  # noqa: E731
             n = t(n_np).to(torch.float64)
             with torch.no_grad():
                 theta, unc, cov, f, status, n_iter = _minimise(
