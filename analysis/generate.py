@@ -302,13 +302,16 @@ class _Collection:
 class _Block:
     """Everything generated for one block of events."""
 
-    MUON_FIELDS = ("pt", "eta", "phi", "mass", "charge", "pfRelIso04_all", "tightId", "looseId", "genPartFlav")
+    MUON_FIELDS = (
+        "pt", "eta", "phi", "mass", "charge", "pfRelIso04_all", "tightId", "mediumId", "looseId",
+        "dxy", "dz", "genPartFlav",
+    )
     TAU_FIELDS = (
         "pt", "eta", "phi", "mass", "charge", "decayMode",
-        "idDeepTau2018v2p5VSjet", "idDeepTau2018v2p5VSe", "idDeepTau2018v2p5VSmu", "genPartFlav",
+        "idDeepTau2018v2p5VSjet", "idDeepTau2018v2p5VSe", "idDeepTau2018v2p5VSmu", "dz", "genPartFlav",
     )
     JET_FIELDS = ("pt", "eta", "phi", "mass", "btagDeepFlavB", "jetId", "hadronFlavour")
-    ELECTRON_FIELDS = ("pt", "eta", "phi", "mass", "charge", "cutBased", "pfRelIso03_all")
+    ELECTRON_FIELDS = ("pt", "eta", "phi", "mass", "charge", "cutBased", "pfRelIso03_all", "dxy", "dz")
 
     def __init__(self, rng, n):
         self.rng = rng
@@ -458,10 +461,15 @@ class _Block:
         rel_iso = iso_abs / np.maximum(reco_pt, 1.0)
         u = rng.uniform(size=n)
         tight = u < (0.97 if prompt else 0.85)
+        medium = u < (0.985 if prompt else 0.92)
         loose = u < (0.995 if prompt else 0.97)
+        # impact parameters (cm): resolution for prompt muons, b-hadron flight for non-prompt
+        dxy = rng.normal(0.0, 0.002, n) + (0.0 if prompt else rng.laplace(0.0, 0.02, n))
+        dz = rng.normal(0.0, 0.006, n) + (0.0 if prompt else rng.laplace(0.0, 0.03, n))
         slot = self.muons.add(
             valid, pt=reco_pt, eta=reco_eta, phi=reco_phi, mass=M_MU, charge=charge,
-            pfRelIso04_all=rel_iso, tightId=tight, looseId=loose, genPartFlav=flav,
+            pfRelIso04_all=rel_iso, tightId=tight, mediumId=medium, looseId=loose, dxy=dxy, dz=dz,
+            genPartFlav=flav,
         )
         return slot, lost
 
@@ -478,6 +486,7 @@ class _Block:
         self.electrons.add(
             valid, pt=reco_pt, eta=eta, phi=phi, mass=M_E, charge=charge,
             cutBased=cut_based, pfRelIso03_all=iso,
+            dxy=rng.normal(0.0, 0.003, n), dz=rng.normal(0.0, 0.008, n),
         )
         return valid, reco_pt, eta, phi
 
@@ -502,7 +511,7 @@ class _Block:
         return self.taus.add(
             valid, ref=jet_slot, pt=pt, eta=eta, phi=phi, mass=mass, charge=charge, decayMode=dm,
             idDeepTau2018v2p5VSjet=vsjet, idDeepTau2018v2p5VSe=vse, idDeepTau2018v2p5VSmu=vsmu,
-            genPartFlav=flav,
+            dz=self.rng.normal(0.0, 0.01, self.n), genPartFlav=flav,
         )
 
     def add_tau_h(self, vis_p, dm, charge, exists=True):
@@ -561,7 +570,8 @@ class _Block:
             pt=_scatter(idx, n, pt), eta=_scatter(idx, n, eta), phi=_scatter(idx, n, phi),
             mass=_scatter(idx, n, mass), charge=_scatter(idx, n, charge), decayMode=_scatter(idx, n, dm),
             idDeepTau2018v2p5VSjet=_scatter(idx, n, vsjet), idDeepTau2018v2p5VSe=_scatter(idx, n, vse),
-            idDeepTau2018v2p5VSmu=_scatter(idx, n, vsmu), genPartFlav=_FLAV_UNMATCHED,
+            idDeepTau2018v2p5VSmu=_scatter(idx, n, vsmu), dz=_scatter(idx, n, rng.normal(0.0, 0.015, m)),
+            genPartFlav=_FLAV_UNMATCHED,
         )
 
     def add_fake_tau_from_lepton(self, true_p, charge, exists, kind, flav):
@@ -779,13 +789,13 @@ _GENERATORS = {
 _DTYPES = {
     "Muon": {
         "pt": np.float32, "eta": np.float32, "phi": np.float32, "mass": np.float32,
-        "charge": np.int32, "pfRelIso04_all": np.float32, "tightId": np.bool_, "looseId": np.bool_,
-        "genPartFlav": np.uint8, "jetIdx": np.int16,
+        "charge": np.int32, "pfRelIso04_all": np.float32, "tightId": np.bool_, "mediumId": np.bool_,
+        "looseId": np.bool_, "dxy": np.float32, "dz": np.float32, "genPartFlav": np.uint8, "jetIdx": np.int16,
     },
     "Tau": {
         "pt": np.float32, "eta": np.float32, "phi": np.float32, "mass": np.float32,
         "charge": np.int32, "decayMode": np.int32, "idDeepTau2018v2p5VSjet": np.uint8,
-        "idDeepTau2018v2p5VSe": np.uint8, "idDeepTau2018v2p5VSmu": np.uint8,
+        "idDeepTau2018v2p5VSe": np.uint8, "idDeepTau2018v2p5VSmu": np.uint8, "dz": np.float32,
         "genPartFlav": np.uint8, "jetIdx": np.int16,
     },
     "Jet": {
@@ -796,7 +806,7 @@ _DTYPES = {
     "Electron": {
         "pt": np.float32, "eta": np.float32, "phi": np.float32, "mass": np.float32,
         "charge": np.int32, "cutBased": np.uint8, "pfRelIso03_all": np.float32,
-        "jetIdx": np.int16,
+        "dxy": np.float32, "dz": np.float32, "jetIdx": np.int16,
     },
 }
 
@@ -804,8 +814,8 @@ _DTYPES = {
 # mantissa bits kept for float branches, as NanoAOD does (``precision=`` in its table
 # producers); it makes the files smaller and the numbers look like real NanoAOD numbers
 _PRECISION = {
-    "Muon": {"eta": 12, "phi": 12, "pfRelIso04_all": 6},
-    "Tau": {"pt": 10, "eta": 10, "phi": 10, "mass": 10},
+    "Muon": {"eta": 12, "phi": 12, "pfRelIso04_all": 6, "dxy": 10, "dz": 10},
+    "Tau": {"pt": 10, "eta": 10, "phi": 10, "mass": 10, "dz": 14},
     "Jet": {"pt": 10, "eta": 12, "phi": 12, "mass": 10, "btagDeepFlavB": 10},
     "Electron": {"eta": 10, "phi": 10, "pfRelIso03_all": 8},
 }

@@ -27,7 +27,8 @@ EXPECTED_TYPES = {
     "MET_pt": "float32", "MET_phi": "float32",
     "nMuon": "int32", "Muon_pt": "float32", "Muon_eta": "float32", "Muon_phi": "float32",
     "Muon_mass": "float32", "Muon_charge": "int32", "Muon_pfRelIso04_all": "float32",
-    "Muon_tightId": "bool", "Muon_jetIdx": "int16",
+    "Muon_tightId": "bool", "Muon_mediumId": "bool", "Muon_looseId": "bool", "Muon_jetIdx": "int16",
+    "Muon_dxy": "float32", "Muon_dz": "float32", "Tau_dz": "float32",
     "nTau": "int32", "Tau_pt": "float32", "Tau_eta": "float32", "Tau_phi": "float32",
     "Tau_mass": "float32", "Tau_charge": "int32", "Tau_decayMode": "int32",
     "Tau_idDeepTau2018v2p5VSjet": "uint8", "Tau_jetIdx": "int16",
@@ -437,6 +438,9 @@ def test_muon_isolation_prompt_vs_nonprompt(samples):
     assert len(nonprompt) > 300
     assert np.mean(prompt < 0.15) > 0.85
     assert np.mean(nonprompt < 0.15) < 0.3
+    # b-hadron flight: non-prompt muons have larger impact parameters
+    dxy = np.abs(ak.to_numpy(ak.flatten(ev.Muon_dxy)))
+    assert np.median(dxy[flav == 5]) > 3 * np.median(dxy[flav == 1])
 
 
 def test_charge_ordering_os_for_genuine_ss_populated_for_fakes(samples):
