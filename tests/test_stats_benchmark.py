@@ -1,0 +1,45 @@
+"""Smoke test of benchmarks/fits.py: its hand-written NLL is the model's, and the
+contract line is printed (tiny sizes; timings are never asserted)."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("pyhf")
+pytest.importorskip("iminuit")
+
+from analysis.stats import Model, generate_toys, nll  # noqa: E402
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "fits.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("bench_fits", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_hand_written_nll_equals_the_model_up_to_a_constant():
+    torch.set_num_threads(1)
+    bench = load()
+    spec = bench.benchmark_spec()
+    model = Model(spec)
+    assert model.n_pars == 23 and model.n_bins == 20
+    main, aux = generate_toys(model, model.expected_main(), 1, seed=3)
+    rng = np.random.default_rng(0)
+    pts = model.init + rng.normal(0, 0.05, (10, model.n_pars)) * np.r_[10, 30, 30, np.ones(20)]
+    f = bench.HandWrittenNLL(spec, main[0], aux[0])
+    diff = np.array([f(p) for p in pts]) - nll(model, pts, np.repeat(main, 10, 0), np.repeat(aux, 10, 0))
+    assert np.ptp(diff) < 1e-8
+
+
+def test_quick_contract_line(tmp_path, capsys):
+    out = load().main(["--quick", "--toys", "200", "--pyhf-toys", "2", "--iminuit-toys", "3",
+                       "--out", str(tmp_path / "fits.json")])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("speedup_vs_pyhf=") and "speedup_vs_iminuit=" in last and "max_abs_mu_diff=" in last
+    assert out["max_abs_mu_diff"] < 1e-3 and (tmp_path / "fits.json").exists()
