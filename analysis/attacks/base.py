@@ -317,6 +317,8 @@ class Attack:
         if not bool(envelope.contains(x, atol=1e-5 * (1 + float(x.abs().max()))).all()):
             raise AuditError("attack input x is outside its envelope; pass the nominal events of the envelope")
         lab = _vector("labels", labels, n)
+        if lab is not None:
+            lab = lab.to(torch.float32)
         if lab is not None and not bool(((lab == 0) | (lab == 1)).all()):
             raise AuditError("labels must be 0 (background) or 1 (signal)")
         w = _vector("weights", weights, n)
