@@ -85,6 +85,17 @@ def build_envelope(sample: EventSample, rows: np.ndarray, cfg: AnalysisConfig, s
     )
 
 
+def event_keys(sample: EventSample, rows: np.ndarray) -> np.ndarray:
+    """One integer per event from (dataset, run, luminosityBlock, event): keys the attacks'
+    per-event random numbers, so an event gets the same perturbation in any batch."""
+    ids = sample.event_id[rows]
+    with np.errstate(over="ignore"):
+        key = ids["event"].astype(np.uint64)
+        for part in (ids["luminosityBlock"], ids["run"], sample.dataset[rows]):
+            key = key * np.uint64(0x100000001B3) ^ part.astype(np.uint64)
+    return key
+
+
 @dataclass
 class AttackOutcome:
     rows: np.ndarray        # indices into the sample
@@ -114,7 +125,7 @@ def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str,
     mask = in_sr if objective == "shift_output" else None
     seed = derive_seed(cfg.seed, "attack", model_name, systematic, attack_name)
     result = attack.attack(model, x, envelope, objective=objective, labels=y, weights=w, seed=seed,
-                           mask=mask, event_keys=sample.event_id["event"][rows].astype(np.uint64))
+                           mask=mask, event_keys=event_keys(sample, rows))
     x_adv = result.numpy()
     metrics = attack_metrics(model, x, x_adv, envelope, labels=y, weights=w, mask=in_sr)
     return AttackOutcome(rows=rows, x_adv=x_adv, info=result.info, metrics=metrics, extra=result.extra)

@@ -61,8 +61,9 @@ class SelectEvents(AuditWorkflow):
     executor = luigi.ChoiceParameter(
         default="iterative", choices=("iterative", "futures", "dask"), significant=False,
         description="coffea executor inside a branch: iterative (default), futures or dask")
-    workers = luigi.IntParameter(default=2, significant=False,
-                                 description="worker processes for the futures/dask executors")
+    # not "workers": luigi owns --workers (parallel tasks)
+    executor_workers = luigi.IntParameter(default=2, significant=False,
+                                          description="worker processes for the futures/dask executors")
     scheduler_address = luigi.Parameter(
         default="", significant=False,
         description="dask scheduler address (tcp://host:port); empty: a LocalCluster is started")
@@ -120,7 +121,7 @@ class SelectEvents(AuditWorkflow):
         cfg = self.cfg
         table = select_files(
             [self.input_file()], cfg.datasets[b["dataset"]], cfg, executor=self.executor,
-            workers=self.workers, scheduler_address=self.scheduler_address or None,
+            workers=self.executor_workers, scheduler_address=self.scheduler_address or None,
             chunk_size=cfg.input.get("chunk_size"),
         )
         with atomic_path(self.output(), suffix=".parquet") as tmp:

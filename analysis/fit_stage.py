@@ -1,0 +1,184 @@
+"""The fit stage of the audit: NN-output templates per channel (fit regions), sample
+(dataset) and systematic, the binned likelihood built from them, and the "truths" from which
+pseudo-experiments are drawn: nominal, each standard +-1 sigma variation, and each attack's
+attacked templates. Every scenario is fitted with the nominal model (Combine's bias-study
+recipe: generate with model A, fit with model B).
+
+Choices (documented in docs/audit.md):
+- samples of the likelihood are the datasets; signal datasets carry the POI mu;
+- shift and weight systematics become shape systematics (normsys + histosys sharing one
+  nuisance parameter, see analysis.stats.from_histograms); normalisation systematics become
+  normsys; the one named ``lumi`` is the luminosity uncertainty;
+- the binning is optimised per channel on its nominal background (at least
+  ``fit.min_background_per_bin`` expected events and at most
+  ``fit.max_relative_stat_uncertainty`` MC uncertainty per bin), so that sparse control regions
+  get few (or one) bins;
+- attacked events keep their nominal region membership and weight; only their NN output
+  changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.config import AnalysisConfig
+from analysis.errors import AuditError
+from analysis.samples import EventSample
+from analysis.tables import NOMINAL
+
+
+def fit_channels(cfg: AnalysisConfig) -> list[str]:
+    return list(cfg.fit.get("channels") or cfg.regions)
+
+
+def variant_systematics(cfg: AnalysisConfig) -> list[str]:
+    """Shift and weight systematics that have +-1 sigma variants (declared-only per-feature
+    uncertainties of flat tables have none), from the configuration alone."""
+    declared = set(cfg.input.get("declared_uncertainties") or {}) - set(cfg.input.get("shifts") or {})
+    shifts = [s for s in cfg.shift_names if s not in declared]
+    return shifts + [s.name for s in cfg.systematics_of_type("weight")]
+
+
+def shape_systematics(cfg: AnalysisConfig, sample: EventSample) -> list[str]:
+    shifts = [s for s in sample.shift_names() if s in cfg.systematics]
+    weights = [s.name for s in cfg.systematics_of_type("weight")
+               if f"{s.name}_up" in sample.weight_variations]
+    return shifts + weights
+
+
+def scenarios(cfg: AnalysisConfig, shape_systs: list[str], attacks: list[tuple[str, str]]) -> list[str]:
+    """Truths of the pseudo-experiments: nominal, +-1 sigma of each shape systematic, attacks."""
+    out = ["nominal"]
+    for s in shape_systs:
+        out += [f"{s}_up", f"{s}_down"]
+    out += [f"attack/{syst}/{attack}" for syst, attack in attacks]
+    return out
+
+
+def binning(outputs: np.ndarray, sample: EventSample, cfg: AnalysisConfig, channel: str) -> np.ndarray:
+    from analysis.stats.binning import optimised_edges, uniform_edges
+
+    n_bins = int(cfg.fit.get("n_bins", 10))
+    if cfg.fit.get("binning", "optimised") == "uniform":
+        return uniform_edges(n_bins)
+    region = sample.region[(channel, NOMINAL)]
+    sig, bkg = region & (sample.y == 1), region & (sample.y == 0)
+    if not bkg.any():
+        raise AuditError(f"fit channel '{channel}' has no background events: remove it from fit.channels")
+    if not sig.any():
+        sig = bkg
+    try:
+        return optimised_edges(
+            outputs[sig], sample.weight[sig], outputs[bkg], sample.weight[bkg], n_bins_target=n_bins,
+            min_bkg_yield=float(cfg.fit.get("min_background_per_bin", 1.0)),
+            max_rel_stat_unc=float(cfg.fit.get("max_relative_stat_uncertainty", 0.3)),
+        )
+    except AuditError:
+        # too little background MC for even one bin meeting the requirements: a single
+        # counting bin, whose large MC uncertainty the staterror parameter carries
+        return uniform_edges(1)
+
+
+def _hist(scores, weights, edges):
+    scores = np.clip(scores, edges[0], edges[-1])
+    counts, _ = np.histogram(scores, edges, weights=weights)
+    sumw2, _ = np.histogram(scores, edges, weights=weights ** 2)
+    return counts, sumw2
+
+
+def template_histograms(outputs: dict[str, np.ndarray], sample: EventSample, cfg: AnalysisConfig,
+                        edges: dict[str, np.ndarray]) -> dict:
+    """{channel: {dataset: {"nominal", "sumw2", "shapes": {syst: {"up", "down"}}}}}"""
+    systs = shape_systematics(cfg, sample)
+    hists: dict = {}
+    for ch in fit_channels(cfg):
+        hists[ch] = {}
+        for d, name in enumerate(sample.datasets):
+            in_ds = sample.dataset == d
+            m = in_ds & sample.region[(ch, NOMINAL)]
+            nominal, sumw2 = _hist(outputs[NOMINAL][m], sample.weight[m], edges[ch])
+            shapes = {}
+            for s in systs:
+                shapes[s] = {}
+                for direction in ("up", "down"):
+                    variant = f"{s}_{direction}"
+                    if variant in sample.variants:
+                        mv = in_ds & sample.region[(ch, variant)]
+                        shapes[s][direction] = _hist(outputs[variant][mv], sample.weight[mv], edges[ch])[0]
+                    else:
+                        shapes[s][direction] = _hist(outputs[NOMINAL][m], sample.weight_variations[variant][m],
+                                                     edges[ch])[0]
+            hists[ch][name] = {"nominal": nominal, "sumw2": sumw2, "shapes": shapes}
+    return hists
+
+
+def norm_systematics(cfg: AnalysisConfig, sample: EventSample) -> tuple[dict, float | None]:
+    norm, lumi = {}, None
+    for s in cfg.systematics_of_type("normalization"):
+        if s.name == "lumi":
+            lumi = s.uncertainty
+            continue
+        datasets = [n for n, p in zip(sample.datasets, sample.processes) if s.applies_to(p) or s.applies_to(n)]
+        if datasets:
+            norm[s.name] = {"samples": datasets, "lo": 1.0 - s.uncertainty, "hi": 1.0 + s.uncertainty}
+    return norm, lumi
+
+
+def signal_samples(sample: EventSample) -> list[str]:
+    return [n for d, n in enumerate(sample.datasets) if (sample.y[sample.dataset == d] == 1).any()]
+
+
+def build_likelihood(outputs: dict[str, np.ndarray], sample: EventSample, cfg: AnalysisConfig) -> dict:
+    """Model spec, binning, templates and the truths of the standard scenarios."""
+    from analysis.stats.from_histograms import build_spec, truth_from_histograms
+    from analysis.stats.model import Model
+
+    edges = {ch: binning(outputs[NOMINAL], sample, cfg, ch) for ch in fit_channels(cfg)}
+    hists = template_histograms(outputs, sample, cfg, edges)
+    norm, lumi = norm_systematics(cfg, sample)
+    signals = signal_samples(sample)
+    bounds = cfg.fit.get("mu_bounds", [-5.0, 10.0])
+    if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and bounds[0] < 1.0 < bounds[1]):
+        raise AuditError(f"fit.mu_bounds must be [low, high] around 1, got {bounds!r}")
+    # bias studies need room below zero: a bound at mu = 0 would itself bias the toys
+    spec = build_spec(hists, signal_samples=signals, norm_systs=norm, lumi_uncertainty=lumi,
+                      edges=edges, negative_yields="clip", poi_bounds=tuple(float(b) for b in bounds))
+    model = Model(spec)
+    mu = float(cfg.fit.get("mu_true", 1.0))
+    truths = {"nominal": truth_from_histograms(model, hists, signal_samples=signals, mu=mu)}
+    for s in shape_systematics(cfg, sample):
+        for direction in ("up", "down"):
+            truths[f"{s}_{direction}"] = truth_from_histograms(
+                model, hists, signal_samples=signals, mu=mu, variation=s, direction=direction)
+    return {"spec": spec, "edges": edges, "signal_samples": signals, "truths": truths,
+            "channels": list(hists), "mu_true": mu}
+
+
+def row_table(outputs_nominal: np.ndarray, sample: EventSample, cfg: AnalysisConfig) -> dict:
+    """Per-event information needed to turn attacked NN outputs into templates cheaply."""
+    return {
+        "weight": sample.weight,
+        "is_signal": sample.y.astype(bool),
+        "channels": np.stack([sample.region[(ch, NOMINAL)] for ch in fit_channels(cfg)]),
+        "output": outputs_nominal.astype(np.float64),
+    }
+
+
+def attacked_truth(likelihood: dict, rows_info: dict, attacked_rows: np.ndarray,
+                   attacked_outputs: np.ndarray) -> np.ndarray:
+    """Expected yields when the attacked events' NN outputs replace their nominal ones."""
+    mu = likelihood["mu_true"]
+    truth = np.array(likelihood["truths"]["nominal"], dtype=float)
+    w = rows_info["weight"][attacked_rows] * np.where(rows_info["is_signal"][attacked_rows], mu, 1.0)
+    before = rows_info["output"][attacked_rows]
+    parts, offset = [], 0
+    for c, ch in enumerate(likelihood["channels"]):
+        m = rows_info["channels"][c][attacked_rows]
+        edges = np.asarray(likelihood["edges"][ch], dtype=float)
+        delta = _hist(attacked_outputs[m], w[m], edges)[0] - _hist(before[m], w[m], edges)[0]
+        parts.append(delta)
+        offset += len(delta)
+    if offset != len(truth):
+        raise AuditError("attacked templates do not match the likelihood's binning")
+    # negative-weight events can push a bin below zero: the truth of a Poisson mean stays >= 0
+    return np.clip(truth + np.concatenate(parts), 0.0, None)

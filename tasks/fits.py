@@ -1,0 +1,152 @@
+"""From NN outputs to physics numbers: BuildLikelihood (per model) and PseudoExperiments
+(per model, scenario and toy chunk; chunks merge exactly)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from analysis.errors import AuditError
+from analysis.seeds import derive_seed
+from tasks.attacks import AttackBranches, ValidateAttack
+from tasks.base import AuditWorkflow, atomic_path, short_hash, write_json_atomic
+from tasks.training import ModelWorkflow, TrainModel, load_sample
+
+
+def _json_ready(obj):
+    if isinstance(obj, dict):
+        return {k: _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+class BuildLikelihood(ModelWorkflow):
+    """Per model: binned likelihood from NN-output templates (pyhf workspace exported) and the
+    expected yields of the nominal and standard +-1 sigma scenarios."""
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["models"] = TrainModel.req(self, branch=-1)
+        return reqs
+
+    def requires(self):
+        return TrainModel.req(self, branch=self.branch)
+
+    def output(self):
+        h = short_hash([self.model_hash(), self.cfg.raw.get("fit"), self.cfg.raw.get("systematics")])
+        return {
+            "likelihood": self.local_target(self.model_name, h, "likelihood.json"),
+            "workspace": self.local_target(self.model_name, h, "workspace.json"),
+            "rows": self.local_target(self.model_name, h, "rows.npz"),
+        }
+
+    def run(self):
+        from analysis.fit_stage import build_likelihood, row_table
+        from analysis.ml.evaluation import outputs_per_variant
+        from analysis.ml.modelio import load_model
+        from analysis.stats.model import Model
+
+        sample = load_sample(self)
+        model, _ = load_model(self.input()["model"].path, available_features=sample.features)
+        outputs = outputs_per_variant(model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
+        lk = build_likelihood(outputs, sample, self.cfg)
+        workspace = Model(lk["spec"]).to_pyhf_workspace(observed=lk["truths"]["nominal"])
+        out = self.output()
+        with atomic_path(out["rows"], suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **row_table(outputs["nominal"], sample, self.cfg))
+        write_json_atomic(out["workspace"], _json_ready(workspace))
+        write_json_atomic(out["likelihood"], _json_ready(lk))
+
+
+class PseudoExperiments(AuditWorkflow):
+    """Toys drawn from each scenario's truth (nominal, +-1 sigma, attacked templates), each
+    fitted with the nominal model; one branch per (model, scenario, toy chunk)."""
+
+    def create_branch_map(self):
+        from analysis.attack_stage import attacked_systematics, configured_attacks
+        from analysis.fit_stage import scenarios, variant_systematics
+
+        cfg = self.cfg
+        n_toys = int(cfg.fit.get("n_toys", 1000))
+        per_chunk = int(cfg.fit.get("toys_per_chunk", n_toys))
+        if n_toys <= 0 or per_chunk <= 0:
+            raise AuditError("fit.n_toys and fit.toys_per_chunk must be positive")
+        attacks = [(s, a) for s in attacked_systematics(cfg) for a in configured_attacks(cfg)]
+        branches = []
+        for m in cfg.models:
+            for sc in scenarios(cfg, variant_systematics(cfg), attacks):
+                for first in range(0, n_toys, per_chunk):
+                    branches.append(dict(model=m, scenario=sc, first_toy=first,
+                                         n_toys=min(per_chunk, n_toys - first)))
+        return dict(enumerate(branches))
+
+    def _model_branch(self) -> int:
+        return list(self.cfg.models).index(self.branch_data["model"])
+
+    def _attack_branch(self) -> int | None:
+        b = self.branch_data
+        if not b["scenario"].startswith("attack/"):
+            return None
+        _, syst, attack = b["scenario"].split("/")
+        bm = AttackBranches.get_branch_map(ValidateAttack.req(self, branch=-1))
+        for i, ab in bm.items():
+            if ab == dict(model=b["model"], systematic=syst, attack=attack):
+                return i
+        raise AuditError(f"no attack branch for scenario {b['scenario']}")
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["likelihoods"] = BuildLikelihood.req(self, branch=-1)
+        reqs["attacks"] = ValidateAttack.req(self, branch=-1)
+        return reqs
+
+    def requires(self):
+        reqs = {"likelihood": BuildLikelihood.req(self, branch=self._model_branch())}
+        ab = self._attack_branch()
+        if ab is not None:
+            reqs["attack"] = ValidateAttack.req(self, branch=ab)
+        return reqs
+
+    def output(self):
+        b = self.branch_data
+        lk = BuildLikelihood.req(self, branch=self._model_branch())
+        parts = [lk.output()["likelihood"].path, self.cfg.seed, b]
+        ab = self._attack_branch()
+        if ab is not None:
+            parts.append(ValidateAttack.req(self, branch=ab).output()["outputs"].path)
+        name = b["scenario"].replace("/", "__")
+        return self.local_target(b["model"], name, short_hash(parts), f"toys_{b['first_toy']}.npz")
+
+    def run(self):
+        from analysis.fit_stage import attacked_truth
+        from analysis.stats.model import Model
+        from analysis.stats.toys import run_pseudo_experiments
+
+        b = self.branch_data
+        inp = self.input()
+        lk = json.loads(inp["likelihood"]["likelihood"].load(formatter="text"))
+        if b["scenario"].startswith("attack/"):
+            with np.load(inp["likelihood"]["rows"].path) as f:
+                rows_info = {k: f[k] for k in f.files}
+            with np.load(inp["attack"]["outputs"].path) as f:
+                truth = attacked_truth(lk, rows_info, f["rows"], f["attacked"])
+        elif b["scenario"] in lk["truths"]:
+            truth = np.asarray(lk["truths"][b["scenario"]], dtype=float)
+        else:
+            raise AuditError(f"scenario '{b['scenario']}' has no truth in the likelihood "
+                             f"(known: {sorted(lk['truths'])})")
+        model = Model(lk["spec"])
+        # one seed for every scenario of a model: common random numbers make the differences
+        # between scenarios (the biases compared in the audit) less noisy
+        seed = derive_seed(self.cfg.seed, "toys", b["model"])
+        result = run_pseudo_experiments(model, truth, b["n_toys"], seed, mu_true=lk["mu_true"],
+                                        first_toy=b["first_toy"])
+        with atomic_path(self.output(), suffix=".npz") as tmp:
+            result.save(tmp)
