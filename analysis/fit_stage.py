@@ -14,7 +14,9 @@ Choices (documented in docs/audit.md):
   ``fit.max_relative_stat_uncertainty`` MC uncertainty per bin), so that sparse control regions
   get few (or one) bins;
 - attacked events keep their nominal region membership and weight; only their NN output
-  changes.
+  changes;
+- a dataset with no nominal yield in a channel has no template there (events migrating in
+  under a shift are then not modelled in that channel).
 """
 
 from __future__ import annotations
@@ -108,7 +110,13 @@ def template_histograms(outputs: dict[str, np.ndarray], sample: EventSample, cfg
                     else:
                         shapes[s][direction] = _hist(outputs[NOMINAL][m], sample.weight_variations[variant][m],
                                                      edges[ch])[0]
+            if nominal.sum() <= 0:
+                # a dataset the nominal model predicts nothing of in this channel (events may
+                # still migrate in under a shift): it cannot carry a template there
+                continue
             hists[ch][name] = {"nominal": nominal, "sumw2": sumw2, "shapes": shapes}
+        if not hists[ch]:
+            raise AuditError(f"fit channel '{ch}' has no events in the nominal variant: remove it from fit.channels")
     return hists
 
 
@@ -145,11 +153,12 @@ def build_likelihood(outputs: dict[str, np.ndarray], sample: EventSample, cfg: A
                       edges=edges, negative_yields="clip", poi_bounds=tuple(float(b) for b in bounds))
     model = Model(spec)
     mu = float(cfg.fit.get("mu_true", 1.0))
-    truths = {"nominal": truth_from_histograms(model, hists, signal_samples=signals, mu=mu)}
+    # truths are kept per channel: a concatenated vector would depend on the channel order
+    truths = {"nominal": model.channel_data(truth_from_histograms(model, hists, signal_samples=signals, mu=mu))}
     for s in shape_systematics(cfg, sample):
         for direction in ("up", "down"):
-            truths[f"{s}_{direction}"] = truth_from_histograms(
-                model, hists, signal_samples=signals, mu=mu, variation=s, direction=direction)
+            truths[f"{s}_{direction}"] = model.channel_data(truth_from_histograms(
+                model, hists, signal_samples=signals, mu=mu, variation=s, direction=direction))
     return {"spec": spec, "edges": edges, "signal_samples": signals, "truths": truths,
             "channels": list(hists), "mu_true": mu}
 
@@ -165,20 +174,19 @@ def row_table(outputs_nominal: np.ndarray, sample: EventSample, cfg: AnalysisCon
 
 
 def attacked_truth(likelihood: dict, rows_info: dict, attacked_rows: np.ndarray,
-                   attacked_outputs: np.ndarray) -> np.ndarray:
-    """Expected yields when the attacked events' NN outputs replace their nominal ones."""
+                   attacked_outputs: np.ndarray) -> dict[str, np.ndarray]:
+    """Expected yields per channel when the attacked events' NN outputs replace their nominal ones."""
     mu = likelihood["mu_true"]
-    truth = np.array(likelihood["truths"]["nominal"], dtype=float)
     w = rows_info["weight"][attacked_rows] * np.where(rows_info["is_signal"][attacked_rows], mu, 1.0)
     before = rows_info["output"][attacked_rows]
-    parts, offset = [], 0
+    truth = {}
     for c, ch in enumerate(likelihood["channels"]):
         m = rows_info["channels"][c][attacked_rows]
         edges = np.asarray(likelihood["edges"][ch], dtype=float)
         delta = _hist(attacked_outputs[m], w[m], edges)[0] - _hist(before[m], w[m], edges)[0]
-        parts.append(delta)
-        offset += len(delta)
-    if offset != len(truth):
-        raise AuditError("attacked templates do not match the likelihood's binning")
-    # negative-weight events can push a bin below zero: the truth of a Poisson mean stays >= 0
-    return np.clip(truth + np.concatenate(parts), 0.0, None)
+        nominal = np.asarray(likelihood["truths"]["nominal"][ch], dtype=float)
+        if len(nominal) != len(delta):
+            raise AuditError(f"attacked templates do not match the likelihood's binning in channel '{ch}'")
+        # negative-weight events can push a bin below zero: a Poisson mean stays >= 0
+        truth[ch] = np.clip(nominal + delta, 0.0, None)
+    return truth

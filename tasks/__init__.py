@@ -9,3 +9,4 @@ from tasks.data import GenerateEvents, SelectEvents, MergeFeatures  # noqa: E402
 from tasks.training import TrainModel, EvaluateModel  # noqa: E402,F401
 from tasks.attacks import AttackSystematic, ValidateAttack  # noqa: E402,F401
 from tasks.fits import BuildLikelihood, PseudoExperiments  # noqa: E402,F401
+from tasks.audit import AttackAudit  # noqa: E402,F401

@@ -56,7 +56,8 @@ class BuildLikelihood(ModelWorkflow):
         model, _ = load_model(self.input()["model"].path, available_features=sample.features)
         outputs = outputs_per_variant(model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
         lk = build_likelihood(outputs, sample, self.cfg)
-        workspace = Model(lk["spec"]).to_pyhf_workspace(observed=lk["truths"]["nominal"])
+        model_ = Model(lk["spec"])
+        workspace = model_.to_pyhf_workspace(observed=model_.concat_channels(lk["truths"]["nominal"]))
         out = self.output()
         with atomic_path(out["rows"], suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
@@ -138,11 +139,12 @@ class PseudoExperiments(AuditWorkflow):
             with np.load(inp["attack"]["outputs"].path) as f:
                 truth = attacked_truth(lk, rows_info, f["rows"], f["attacked"])
         elif b["scenario"] in lk["truths"]:
-            truth = np.asarray(lk["truths"][b["scenario"]], dtype=float)
+            truth = lk["truths"][b["scenario"]]
         else:
             raise AuditError(f"scenario '{b['scenario']}' has no truth in the likelihood "
                              f"(known: {sorted(lk['truths'])})")
         model = Model(lk["spec"])
+        truth = model.concat_channels(truth, f"truth of scenario {b['scenario']}")
         # one seed for every scenario of a model: common random numbers make the differences
         # between scenarios (the biases compared in the audit) less noisy
         seed = derive_seed(self.cfg.seed, "toys", b["model"])

@@ -19,9 +19,11 @@ class LawResult:
     seconds: float
 
     def ran(self, task_family: str) -> int:
-        """How many tasks of a family actually ran (luigi's 'Running/Done' lines)."""
+        """How many tasks of a family actually ran (luigi's 'done' lines); for workflows the
+        branches only, not the workflow task that collects them (branch=-1)."""
         return sum(1 for line in self.output.splitlines()
-                   if "[pid" in line and " done " in line and f" {task_family}(" in line)
+                   if "[pid" in line and " done " in line and f" {task_family}(" in line
+                   and "branch=-1" not in line)
 
 
 def law_env(data_path: Path) -> dict:

@@ -1,0 +1,194 @@
+"""The audit's conclusions: from the toys, checks and attack metrics of every (model,
+systematic, attack) to the numbers of summary.json, and the figures of the report.
+
+Impacts on mu are measured against the nominal scenario of the same model with common
+random numbers (the same toys' fluctuations in every scenario):
+
+    standard impact of s   = max(|bias(s up) - bias(nominal)|, |bias(s down) - bias(nominal)|)
+    impact of an attack    = |bias(attack) - bias(nominal)|
+
+An attack counts as hidden only if it passed every check in every region; the largest hidden
+impact is compared with the standard impact of the systematic whose envelope it stayed in.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from analysis.errors import AuditError
+
+
+def toy_summary(result) -> dict:
+    """Bias, pulls and coverage of one scenario (ToyResult merged over its chunks)."""
+    from analysis.stats.toys import summarise
+
+    s = summarise(result)
+    if not s["n_converged"]:
+        raise AuditError("no pseudo-experiment fit converged for a scenario: the model has no "
+                         "sensitivity to mu (check the fit channels and the sample sizes)")
+    return s
+
+
+def _finite(x, default=0.0) -> float:
+    x = float(x) if x is not None else default
+    return x if math.isfinite(x) else default
+
+
+def direction_entry(s: dict) -> dict:
+    return {"bias": _finite(s["bias"]), "pull_mean": _finite(s["pull_mean"]),
+            "pull_width": _finite(s["pull_width"], 1.0), "coverage": _finite(s["coverage_68"])}
+
+
+def standard_impact(toys: dict[str, dict], systematic: str) -> tuple[float, dict]:
+    nominal = toys["nominal"]["bias"]
+    standard = {d: direction_entry(toys[f"{systematic}_{d}"]) for d in ("up", "down")}
+    impact = max(abs(toys[f"{systematic}_{d}"]["bias"] - nominal) for d in ("up", "down"))
+    return _finite(impact), standard
+
+
+def attack_entry(toys: dict[str, dict], scenario: str, validation: dict, attack_result: dict) -> dict:
+    metrics = attack_result.get("metrics", {})
+    flat = {}
+    for key in ("fooling_ratio", "auc_before", "auc_after"):
+        if key in metrics and metrics[key] is not None and math.isfinite(metrics[key]):
+            flat[key] = float(metrics[key])
+    sig = metrics.get("significance") or {}
+    for key, value in sig.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            flat[f"significance_{key}"] = float(value)
+    shift = metrics.get("output_shift") or {}
+    for key, value in shift.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            flat[f"output_shift_{key}"] = float(value)
+    checks = [{k: c[k] for k in ("name", "region", "feature", "statistic", "threshold", "passed")}
+              for c in validation["checks"]]
+    for c in checks:
+        c["statistic"] = _finite(c["statistic"])
+    return {
+        "hidden": bool(validation["hidden"]),
+        "impact_mu": _finite(abs(toys[scenario]["bias"] - toys["nominal"]["bias"])),
+        "fooling_ratio": _finite(metrics.get("fooling_ratio")),
+        "checks": checks,
+        "metrics": flat,
+    }
+
+
+# ------------------------------------------------------------------------------ figures
+def figure_impacts(summary_models: dict, directory: Path, style=None) -> list[dict]:
+    from analysis import plotting
+    from analysis.report import figure_entry
+
+    out = []
+    for model, m in summary_models.items():
+        systs = list(m["systematics"])
+        fig = plotting.impact_summary(
+            systs, [m["systematics"][s]["standard_impact_mu"] for s in systs],
+            [m["systematics"][s]["largest_hidden_impact_mu"] for s in systs],
+            [m["systematics"][s]["verdict"] for s in systs],
+            attacks=[m["systematics"][s]["responsible_attack"] for s in systs],
+            title=f"model {model}", style=style)
+        name = f"impacts_{model}"
+        out.append(figure_entry(name, plotting.save_figure(fig, directory / "figures", name), directory,
+                                f"Standard +-1 sigma impact on mu vs the largest impact of an attack that "
+                                f"passed every check, per systematic (model {model})."))
+    return out
+
+
+def figure_toys(model: str, results: dict, scenarios: list[str], directory: Path, style=None) -> dict:
+    from analysis import plotting
+    from analysis.report import figure_entry
+
+    pulls, mu_hat = {}, {}
+    for sc in scenarios:
+        r = results[sc]
+        ok = r.converged & np.isfinite(r.sigma_mu) & (r.sigma_mu > 0)
+        if ok.sum() < 5:
+            continue
+        pulls[sc] = (r.mu_hat[ok] - r.mu_true) / r.sigma_mu[ok]
+        mu_hat[sc] = r.mu_hat[ok]
+    if not pulls:
+        raise AuditError(f"model {model}: too few converged toys to plot")
+    mu_true = next(iter(results.values())).mu_true
+    fig = plotting.toy_distributions(pulls, mu_hat, mu_true=mu_true, title=f"model {model}", style=style)
+    name = f"toys_{model}"
+    return figure_entry(name, plotting.save_figure(fig, directory / "figures", name), directory,
+                        f"Pull and mu_hat distributions of the pseudo-experiments per scenario (model {model}); "
+                        "each scenario's toys are fitted with the nominal model.")
+
+
+def figure_significance(model: str, systematic: str, curves: dict, directory: Path, style=None) -> dict:
+    """``curves``: {"thresholds", "before", "after": {attack: curve}}"""
+    from analysis import plotting
+    from analysis.report import figure_entry
+
+    fig = plotting.significance_curves(curves["thresholds"], curves["before"], curves["after"],
+                                       title=f"{model}, {systematic} envelope", style=style)
+    name = f"significance_{model}_{systematic}"
+    return figure_entry(name, plotting.save_figure(fig, directory / "figures", name), directory,
+                        f"Relative discovery significance eps_S/sqrt(eps_B) before and after each attack in "
+                        f"the {systematic} envelope (model {model}, attacked events).")
+
+
+def figure_feature(model: str, systematic: str, attack: str, region: str, feature: str, arrays: dict,
+                   directory: Path, style=None) -> dict:
+    from analysis import plotting
+    from analysis.report import figure_entry
+
+    fig = plotting.feature_comparison(
+        arrays["nominal"], arrays["attacked"], arrays["up"], arrays["down"], bins=25,
+        nominal_weights=arrays["w"], attacked_weights=arrays["w"], up_weights=arrays["w_up"],
+        down_weights=arrays["w_down"], feature=feature, region=region, systematic=systematic,
+        attack=attack, style=style)
+    name = f"feature_{model}_{systematic}_{attack}_{region}_{feature}"
+    return figure_entry(name, plotting.save_figure(fig, directory / "figures", name), directory,
+                        f"{feature} in region {region}: nominal vs attacked ({attack} in the {systematic} "
+                        f"envelope, model {model}) with the standard +-1 sigma band.")
+
+
+def figure_correlation(model: str, systematic: str, attack: str, corr_nom, corr_adv, names, threshold,
+                       directory: Path, style=None) -> dict:
+    from analysis import plotting
+    from analysis.report import figure_entry
+
+    fig = plotting.correlation_change(corr_nom, corr_adv, names, threshold=threshold,
+                                      title=f"{attack} in {systematic} ({model})", style=style)
+    name = f"correlation_{model}_{systematic}_{attack}"
+    return figure_entry(name, plotting.save_figure(fig, directory / "figures", name), directory,
+                        f"Change of the linear correlation matrix of the features under {attack} in the "
+                        f"{systematic} envelope (model {model}).")
+
+
+def figure_nn_output(model: str, region: str, nominal: dict, variations: dict, signal: list[str],
+                     directory: Path, attacked: dict | None = None, attack: str = "", style=None) -> dict:
+    from analysis import plotting
+    from analysis.report import figure_entry
+
+    fig = plotting.nn_output_with_bands(nominal, variations, bins=20, signal=signal, attacked=attacked,
+                                        attack=attack or "attacked", region=region, style=style)
+    name = f"nn_output_{model}_{region}"
+    return figure_entry(name, plotting.save_figure(fig, directory / "figures", name), directory,
+                        f"NN output in region {region} per process with the standard systematic band "
+                        f"(model {model})" + (f" and the {attack} attacked total." if attacked else "."))
+
+
+def figure_lambda_scan(models: dict, penalties: dict, directory: Path, style=None) -> dict:
+    from analysis import plotting
+    from analysis.report import figure_entry
+
+    names = list(models)
+    lambdas = [max(penalties[n].values()) if penalties[n] else 0.0 for n in names]
+
+    def largest(m, key):
+        vals = [s[key] for s in m["systematics"].values() if s[key] is not None]
+        return max(vals) if vals else None
+
+    fig = plotting.lambda_scan(
+        lambdas, [models[n]["auc"] for n in names], [models[n]["expected_significance"] for n in names],
+        [largest(models[n], "largest_hidden_impact_mu") for n in names],
+        [largest(models[n], "standard_impact_mu") for n in names], labels=names, style=style)
+    return figure_entry("lambda_scan", plotting.save_figure(fig, directory / "figures", "lambda_scan"), directory,
+                        "Performance (AUC, expected significance) against robustness (largest standard and "
+                        "hidden impact on mu) per model variant, as in the lambda scan of Wunsch et al.")

@@ -1,0 +1,209 @@
+"""AttackAudit: the end-to-end audit. Requires every stage for the configured models,
+systematics and attacks and writes the report folder (summary.json, report.html, figures)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import law
+import luigi
+import numpy as np
+
+from analysis.errors import AuditError
+from tasks.attacks import AttackBranches, AttackSystematic, ValidateAttack
+from tasks.base import AuditTask, short_hash
+from tasks.fits import BuildLikelihood, PseudoExperiments
+from tasks.training import EvaluateModel, TrainModel, load_sample
+
+
+class AttackAudit(AuditTask):
+    """The audit report: for every model and systematic, the standard +-1 sigma impact on mu
+    against the largest impact of an attack that passes every standard check."""
+
+    plot_style = luigi.ChoiceParameter(default="neutral", choices=("neutral", "CMS", "ATLAS"),
+                                       significant=False, description="figure style (default: neutral)")
+
+    def requires(self):
+        return {
+            "evaluation": EvaluateModel.req(self, branch=-1),
+            "likelihood": BuildLikelihood.req(self, branch=-1),
+            "toys": PseudoExperiments.req(self, branch=-1),
+            "attacks": AttackSystematic.req(self, branch=-1),
+            "checks": ValidateAttack.req(self, branch=-1),
+        }
+
+    def output(self):
+        # the report depends on everything upstream: key it by the whole configuration
+        h = short_hash([self.cfg.raw])
+        return law.LocalDirectoryTarget(self.local_path(h))
+
+    def run(self):
+        from analysis import __version__
+        from analysis.report import console_table, make_summary, write_html, write_summary
+
+        out = Path(self.output().path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir()
+            models, figures = self._collect(tmp)
+            summary = make_summary(tool_version=__version__, config=self.cfg.name, version=self.version,
+                                   models=models, figures=figures, config_path=str(self.cfg.path))
+            write_summary(summary, tmp / "summary.json")
+            write_html(summary, tmp, tmp / "report.html")
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        table = console_table(summary)
+        print("\n" + table + f"\nreport: {out / 'report.html'}\n")
+        self.publish_message(table)
+
+    # ------------------------------------------------------------------------------
+    def _collect(self, report_dir: Path):
+        from analysis import audit
+        from analysis.attack_stage import attacked_systematics, configured_attacks
+        from analysis.stats.model import Model
+        from analysis.stats.significance import asimov_significance
+
+        cfg = self.cfg
+        style = None if self.plot_style == "neutral" else self.plot_style
+        inputs = self.input()
+        toy_targets = inputs["toys"]["collection"].targets
+        toy_branches = PseudoExperiments.req(self, branch=-1).get_branch_map()
+        attack_map = AttackBranches.get_branch_map(ValidateAttack.req(self, branch=-1))
+        attack_index = {(b["model"], b["systematic"], b["attack"]): i for i, b in attack_map.items()}
+        systematics, attacks = attacked_systematics(cfg), configured_attacks(cfg)
+        sample = load_sample(self)
+
+        models, figures = {}, []
+        for mi, mname in enumerate(cfg.models):
+            evaluation = json.loads(Path(inputs["evaluation"]["collection"].targets[mi].path).read_text())
+            lk = json.loads(Path(inputs["likelihood"]["collection"].targets[mi]["likelihood"].path).read_text())
+            results = self._toys(mname, toy_branches, toy_targets)
+            summaries = {sc: audit.toy_summary(r) for sc, r in results.items()}
+            systs = {}
+            for syst in systematics:
+                impact, standard = audit.standard_impact(summaries, syst)
+                entries = {}
+                for attack in attacks:
+                    i = attack_index[(mname, syst, attack)]
+                    validation = json.loads(Path(inputs["checks"]["collection"].targets[i]["checks"].path).read_text())
+                    result = json.loads(Path(inputs["attacks"]["collection"].targets[i]["result"].path).read_text())
+                    entries[attack] = audit.attack_entry(summaries, f"attack/{syst}/{attack}", validation, result)
+                from analysis.report import systematic_entry
+
+                systs[syst] = systematic_entry(impact, standard, entries,
+                                               description=cfg.systematics[syst].description)
+            z_asimov = float(asimov_significance(Model(lk["spec"]), mu=lk["mu_true"]))
+            models[mname] = {
+                "auc": float(evaluation["auc"]),
+                # NaN when the Asimov fit fails (no sensitivity): reported as 0 with a flag
+                "expected_significance": z_asimov if np.isfinite(z_asimov) else 0.0,
+                "expected_significance_fit_failed": not np.isfinite(z_asimov),
+                "penalty": dict(cfg.models[mname].get("penalty") or {}),
+                "systematics": systs,
+            }
+            figures += self._model_figures(mname, mi, models[mname], results, sample, attack_index,
+                                           inputs, report_dir, style)
+        figures += audit.figure_impacts(models, report_dir, style)
+        if len(models) > 1:
+            penalties = {m: dict(cfg.models[m].get("penalty") or {}) for m in models}
+            figures.append(audit.figure_lambda_scan(models, penalties, report_dir, style))
+        return models, figures
+
+    @staticmethod
+    def _toys(model: str, branches: dict, targets: dict) -> dict:
+        from analysis.stats.toys import ToyResult, merge
+
+        chunks: dict = {}
+        for i, b in branches.items():
+            if b["model"] == model:
+                chunks.setdefault(b["scenario"], []).append(ToyResult.load(targets[i].path))
+        return {sc: merge(c) for sc, c in chunks.items()}
+
+    def _model_figures(self, mname, mi, model_summary, results, sample, attack_index, inputs, report_dir, style):
+        from analysis import audit
+        from analysis.attacks.checks import correlation_matrix
+        from analysis.ml.evaluation import outputs_per_variant, predict, significance_curve
+        from analysis.ml.modelio import load_model
+        from analysis.tables import NOMINAL
+
+        cfg = self.cfg
+        figures = []
+        systs = model_summary["systematics"]
+        first = next(iter(systs))
+        scenarios = ["nominal", f"{first}_up", f"{first}_down"]
+        best = systs[first]["responsible_attack"] or max(
+            systs[first]["attacks"], key=lambda a: systs[first]["attacks"][a]["impact_mu"])
+        scenarios.append(f"attack/{first}/{best}")
+        figures.append(audit.figure_toys(mname, results, [s for s in scenarios if s in results], report_dir, style))
+
+        model_dir = TrainModel.req(self, branch=mi).output()["model"].path
+        model, _ = load_model(model_dir, available_features=sample.features)
+        thresholds = np.linspace(0.0, 1.0, 101)
+        for syst, entry in systs.items():
+            curves = {"thresholds": thresholds, "after": {}}
+            for attack in entry["attacks"]:
+                i = attack_index[(mname, syst, attack)]
+                with np.load(inputs["checks"]["collection"].targets[i]["outputs"].path) as f:
+                    rows, p_nom, p_adv = f["rows"], f["nominal"], f["attacked"]
+                y, w = sample.y[rows], sample.weight[rows]
+                curves["before"] = significance_curve(p_nom, y, w, thresholds)["rel_significance"]
+                curves["after"][attack] = significance_curve(p_adv, y, w, thresholds)["rel_significance"]
+            curves["before"] = np.nan_to_num(curves["before"])
+            curves["after"] = {a: np.nan_to_num(c) for a, c in curves["after"].items()}
+            figures.append(audit.figure_significance(mname, syst, curves, report_dir, style))
+
+        # the systematic's most dangerous attack: its features and correlations
+        attack = best
+        i = attack_index[(mname, first, attack)]
+        with np.load(inputs["attacks"]["collection"].targets[i]["events"].path) as f:
+            rows, x_adv = f["rows"], f["x_adv"]
+        checks = systs[first]["attacks"][attack]["checks"]
+        sr = cfg.signal_region
+        ks = [c for c in checks if c["name"] == "ks" and c["region"] == sr and c["feature"]]
+        feature = max(ks, key=lambda c: c["statistic"])["feature"] if ks else sample.features[0]
+        j = sample.features.index(feature)
+        m = sample.region[(sr, NOMINAL)][rows]
+        mu = sample.region[(sr, f"{first}_up")][rows]
+        md = sample.region[(sr, f"{first}_down")][rows]
+        w = sample.weight[rows]
+        arrays = {"nominal": sample.X[NOMINAL][rows][m, j], "attacked": x_adv[m, j], "w": w[m],
+                  "up": sample.X[f"{first}_up"][rows][mu, j], "w_up": w[mu],
+                  "down": sample.X[f"{first}_down"][rows][md, j], "w_down": w[md]}
+        figures.append(audit.figure_feature(mname, first, attack, sr, feature, arrays, report_dir, style))
+        figures.append(audit.figure_correlation(
+            mname, first, attack, correlation_matrix(sample.X[NOMINAL][rows], w), correlation_matrix(x_adv, w),
+            sample.features, float(cfg.checks.get("correlation_rel_max", 0.006)), report_dir, style))
+
+        # NN output per process in each region, with the standard bands and the attacked total
+        variants = [NOMINAL] + [v for v in sample.variants if v != NOMINAL]
+        outputs = outputs_per_variant(model, {v: sample.X[v] for v in variants}, invalid="nan")
+        attacked_out = outputs[NOMINAL].copy()
+        attacked_out[rows] = predict(model, x_adv)
+        signal = [n for d, n in enumerate(sample.datasets) if (sample.y[sample.dataset == d] == 1).any()]
+        for region in sample.regions:
+            def per_process(variant, scores):
+                out = {}
+                for d, name in enumerate(sample.datasets):
+                    sel = (sample.dataset == d) & sample.region[(region, variant)]
+                    if sel.any():  # a process absent from the region is not drawn there
+                        out[name] = (scores[sel], sample.weight[sel])
+                return out
+
+            nominal = per_process(NOMINAL, outputs[NOMINAL])
+            # processes that only migrate into the region under a shift are left out of its band
+            variations = {s: {d: {p: v for p, v in per_process(f"{s}_{d}", outputs[f"{s}_{d}"]).items()
+                                  if p in nominal}
+                              for d in ("up", "down")}
+                          for s in sample.shift_names()}
+            attacked = per_process(NOMINAL, attacked_out)
+            if not any(n not in signal for n in nominal):
+                continue  # no background in this region: nothing to compare
+            figures.append(audit.figure_nn_output(f"{mname}", region, nominal, variations, signal, report_dir,
+                                                  attacked=attacked, attack=f"{attack} ({first})", style=style))
+        return figures
