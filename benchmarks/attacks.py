@@ -19,6 +19,7 @@ benchmarks/results/attacks_<machine tag>.json.
 
 from __future__ import annotations
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 import argparse
 import json
 import os
@@ -167,15 +168,7 @@ def bench_device(device: torch.device, n: int, steps: int, n_cons: int, repeats:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "numpy": np.__version__, "python": platform.python_version(), "torchattacks": TORCHATTACKS,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     return info

@@ -21,6 +21,7 @@ pyhf and iminuit are timed on a subset of the toys; mu_hat is compared on that s
 
 from __future__ import annotations
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 import os
 
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -99,14 +100,7 @@ class HandWrittenNLL:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     dev = default_device()
     return {"cpu": cpu, "cores": os.cpu_count(), "device": dev if dev == "cpu" else torch.cuda.get_device_name(0),
             "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,

@@ -20,6 +20,7 @@ benchmarks/results/selection_<machine tag>.json.
 
 from __future__ import annotations
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 import argparse
 import json
 import os
@@ -92,14 +93,7 @@ def child(path: str, n_events: int, chunk_size: int) -> dict:
 def machine() -> dict:
     import numpy
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "numpy": numpy.__version__, "device": "cpu"}
     for mod in ("torch", "coffea", "uproot", "awkward"):

@@ -17,6 +17,7 @@ down, lambda > 0) relative to our loop without it.
 
 from __future__ import annotations
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 import argparse
 import json
 import os
@@ -97,14 +98,7 @@ def plain(X, y, w, ids, epochs, batch, device):
 
 
 def machine(device: str) -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     info = {
         "cpu": cpu,
         "cores": os.cpu_count(),

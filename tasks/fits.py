@@ -148,7 +148,8 @@ class PseudoExperiments(AuditWorkflow):
         # one seed for every scenario of a model: common random numbers make the differences
         # between scenarios (the biases compared in the audit) less noisy
         seed = derive_seed(self.cfg.seed, "toys", b["model"])
+        max_iter = int(self.cfg.fit.get("max_iterations", 500))
         result = run_pseudo_experiments(model, truth, b["n_toys"], seed, mu_true=lk["mu_true"],
-                                        first_toy=b["first_toy"])
+                                        first_toy=b["first_toy"], max_iter=max_iter)
         with atomic_path(self.output(), suffix=".npz") as tmp:
             result.save(tmp)

@@ -2,6 +2,7 @@
 contract line is printed (tiny sizes; timings are never asserted)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "fits.py"
 
 
 def load():
+    # as when run as a script: the benchmark's own folder is importable (benchmarks/machine.py)
+    if str(BENCH.parent) not in sys.path:
+        sys.path.insert(0, str(BENCH.parent))
     spec = importlib.util.spec_from_file_location("bench_fits", BENCH)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
