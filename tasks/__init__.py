@@ -10,3 +10,21 @@ from tasks.training import TrainModel, EvaluateModel  # noqa: E402,F401
 from tasks.attacks import AttackSystematic, ValidateAttack  # noqa: E402,F401
 from tasks.fits import BuildLikelihood, PseudoExperiments  # noqa: E402,F401
 from tasks.audit import AttackAudit  # noqa: E402,F401
+
+
+def _preload_for_workers() -> None:
+    """luigi forks one process per task when --workers > 1: importing torch, coffea and the
+    science modules once in the parent saves every branch task (hundreds in an audit) the
+    seconds of importing them again. Skipped for commands that run no task (law index)."""
+    import sys
+
+    if "run" not in sys.argv[1:3]:
+        return
+    import analysis.attack_stage  # noqa: F401
+    import analysis.attacks.registry  # noqa: F401
+    import analysis.classifier_stage  # noqa: F401
+    import analysis.fit_stage  # noqa: F401
+    import analysis.stats.toys  # noqa: F401
+
+
+_preload_for_workers()
