@@ -24,6 +24,7 @@ def _preload_for_workers() -> None:
     import analysis.attacks.registry  # noqa: F401
     import analysis.classifier_stage  # noqa: F401
     import analysis.fit_stage  # noqa: F401
+    import analysis.selection.run  # noqa: F401
     import analysis.stats.toys  # noqa: F401
 
 
