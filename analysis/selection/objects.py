@@ -127,20 +127,38 @@ def _sorted_by_pt(coll: Collection) -> Collection:
     return Collection(coll.counts, {k: v[order] for k, v in coll.fields.items()})
 
 
-def _tau_vsjet_wp(events, filename: str) -> np.ndarray:
+def _tau_wp(events, filename: str, against: str = "jet", required: bool = True) -> np.ndarray | None:
+    """DeepTau working-point index against jets, muons or electrons; legacy bit masks
+    (2017v2p1) count their set bits. None if absent and not ``required``."""
     taus = events["Tau"]
-    if TAU_ID in taus.fields:
-        return ak.to_numpy(ak.flatten(taus[TAU_ID], axis=1)).astype(np.int64)
-    if TAU_ID_LEGACY in taus.fields:
+    new, legacy = f"idDeepTau2018v2p5VS{against}", f"idDeepTau2017v2p1VS{against}"
+    if new in taus.fields:
+        return ak.to_numpy(ak.flatten(taus[new], axis=1)).astype(np.int64)
+    if legacy in taus.fields:
         warnings.warn(
-            f"{filename}: no Tau_{TAU_ID}; using the legacy Tau_{TAU_ID_LEGACY} bit mask "
+            f"{filename}: no Tau_{new}; using the legacy Tau_{legacy} bit mask "
             "(working point index = number of set bits)",
             TauIdFallbackWarning,
             stacklevel=3,
         )
-        bits = ak.to_numpy(ak.flatten(taus[TAU_ID_LEGACY], axis=1)).astype(np.uint8)
+        bits = ak.to_numpy(ak.flatten(taus[legacy], axis=1)).astype(np.uint8)
         return np.unpackbits(bits[:, None], axis=1).sum(axis=1).astype(np.int64)
-    raise _missing(f"Tau_{TAU_ID}", filename, f"nor the legacy Tau_{TAU_ID_LEGACY}")
+    if not required:
+        return None
+    raise _missing(f"Tau_{new}", filename, f"nor the legacy Tau_{legacy}")
+
+
+def _tau_vsjet_wp(events, filename: str) -> np.ndarray:
+    return _tau_wp(events, filename, "jet")
+
+
+def _tau_extra(events, filename: str) -> dict:
+    out = {"vsjet_wp": _tau_vsjet_wp(events, filename)}
+    for against in ("mu", "e"):
+        wp = _tau_wp(events, filename, against, required=False)
+        if wp is not None:
+            out[f"vs{against}_wp"] = wp
+    return out
 
 
 def load_content(events, filename: str) -> EventContent:
@@ -155,7 +173,7 @@ def load_content(events, filename: str) -> EventContent:
     tau_hint = {"Tau": "the file has no tau collection at all"}
     taus = _collection(
         events, "Tau", TAU_FIELDS, filename, tau_hint,
-        extra=lambda ev: {"vsjet_wp": _tau_vsjet_wp(ev, filename)},
+        extra=lambda ev: _tau_extra(ev, filename),
     )
     jets = _collection(events, "Jet", JET_FIELDS, filename)
     met_name = "MET"
@@ -199,10 +217,25 @@ def muon_quality(muons: Collection, sel: dict) -> np.ndarray:
     return ok
 
 
+def veto_muons(muons: Collection, sel: dict | None) -> np.ndarray | None:
+    """Muons that count for the extra-muon veto (pt-independent part), or None without veto."""
+    if not sel:
+        return None
+    return (np.abs(muons["eta"]) < float(sel.get("abs_eta_max", 2.4))) & (
+        muons["pfRelIso04_all"] < float(sel.get("iso_max", 0.3)))
+
+
 def tau_quality(taus: Collection, sel: dict) -> np.ndarray:
     """The pt-independent part of the tau_h selection (|eta|, DeepTau VSjet WP, decay modes)."""
     ok = np.abs(taus["eta"]) < _get(sel, "abs_eta_max", "tau")
     ok &= taus["vsjet_wp"] >= _get(sel, "deeptau_vsjet_min", "tau")
+    # optional discriminators against muons and electrons faking a tau_h
+    for against, key in (("mu", "deeptau_vsmu_min"), ("e", "deeptau_vse_min")):
+        if key in sel:
+            if f"vs{against}_wp" not in taus.fields:
+                raise AuditError(f"config selection.tau.{key} needs the branch Tau_idDeepTau2018v2p5VS{against} "
+                                 f"(or the legacy Tau_idDeepTau2017v2p1VS{against}), which the input lacks")
+            ok &= taus[f"vs{against}_wp"] >= sel[key]
     modes = sel.get("decay_modes")
     if modes is not None:
         ok &= np.isin(taus["decayMode"], np.asarray(modes))

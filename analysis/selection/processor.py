@@ -45,6 +45,7 @@ from analysis.selection.objects import (
     muon_quality,
     nth_per_event,
     tau_quality,
+    veto_muons,
 )
 from analysis.selection.shifts import MET_JET_PT_MIN, build_variants, shifted_met, weight_variations
 from analysis.tables import ID_COLUMNS, NOMINAL, feature_column, region_column
@@ -75,6 +76,9 @@ class _PairCache:
         self.tau_pt_min = float(pre.get("tau_pt_min", sel["tau"]["pt_min"]))
         self.mu_quality = muon_quality(content.muons, sel["muon"])
         self.tau_quality = tau_quality(content.taus, sel["tau"])
+        veto = sel.get("extra_muon_veto")
+        self.veto_quality = veto_muons(content.muons, veto)
+        self.veto_pt_min = float((veto or {}).get("pt_min", 10.0))
         self.dr_pair = float(sel.get("pair_delta_r_min", 0.5))
         self.dr_jet = float(sel["jet"].get("lepton_delta_r_min", 0.5))
         self._cache: dict = {}
@@ -91,6 +95,13 @@ class _PairCache:
         mu_ok = self.mu_quality & (mu["pt"] * mu_scale > self.mu_pt_min)
         tau_ok = self.tau_quality & (tau["pt"] * tau_scale > self.tau_pt_min)
         imu, itau = leading_pair(mu, mu_ok, tau, tau_ok, n, self.dr_pair)
+        if self.veto_quality is not None:
+            # a second muon (e.g. Z -> mumu with one muon reconstructed as a tau_h): no pair
+            n_veto = np.bincount(mu.event_index[self.veto_quality & (mu["pt"] * mu_scale > self.veto_pt_min)],
+                                 minlength=n)
+            vetoed = (imu >= 0) & (n_veto > 1)
+            imu = np.where(vetoed, -1, imu)
+            itau = np.where(vetoed, -1, itau)
         return {"imu": imu, "itau": itau}
 
     def pair_keys(self, variants) -> list:
