@@ -48,6 +48,7 @@ from matplotlib.patches import Patch
 from scipy import stats
 
 from analysis.errors import AuditError
+from analysis.files import apply_umask
 from analysis.report import HIDDEN_LARGER
 
 STYLES = (None, "CMS", "ATLAS")
@@ -245,6 +246,7 @@ def save_figure(fig: Figure, directory, name: str, *, dpi: int = 150) -> dict[st
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fig.savefig(fh, format=fmt, dpi=dpi, metadata=metadata[fmt], facecolor="white")
+                apply_umask(tmp)
                 os.replace(tmp, final)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):

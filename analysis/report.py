@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
 from analysis.errors import AuditError
+from analysis.files import apply_umask
 
 SCHEMA_VERSION = 1
 
@@ -400,6 +401,7 @@ def _atomic_write(path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

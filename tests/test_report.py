@@ -3,7 +3,9 @@
 import base64
 import copy
 import json
+import os
 import re
+import stat
 from html.parser import HTMLParser
 
 import numpy as np
@@ -100,6 +102,15 @@ def test_valid_summary_passes_and_roundtrips(summary, tmp_path):
     path = report.write_summary(summary, tmp_path / "out" / "summary.json")
     assert report.load_summary(path) == summary
     assert not [p for p in path.parent.iterdir() if p.name != "summary.json"]  # no temp files left
+
+
+def test_written_files_follow_the_umask_not_the_private_temp_mode(summary, tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = report.write_summary(summary, tmp_path / "summary.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def _broken(summary, edit):

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from analysis.errors import AuditError
+from analysis.files import apply_umask
 from analysis.ml.models import MLP, build_model, resolve_spec
 
 WEIGHTS_FILE = "weights.pt"
@@ -48,6 +49,7 @@ def _write_atomically(directory, writer) -> dict:
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    apply_umask(tmp, directory=True)
     try:
         writer(tmp)
         names = sorted(p.name for p in tmp.iterdir())
