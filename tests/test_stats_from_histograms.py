@@ -49,6 +49,20 @@ def test_shapes_split_into_normsys_plus_histosys_sharing_one_parameter():
     assert fit_toys(m, truth).converged.all()
 
 
+def test_a_variation_that_empties_a_sample_is_floored_not_an_error():
+    # a few MC events in a control region all migrate out under the shift
+    h = hists()
+    h["CR"]["rare"] = {"nominal": [0.0, 3.0], "sumw2": [0.0, 9.0],
+                       "shapes": {"tes": {"up": [0.0, 0.0], "down": [0.0, 4.0]}}}
+    m = model_from_histograms(h, signal_samples="signal")
+    rare = m.spec["channels"]["CR"]["samples"]["rare"]
+    assert rare["normsys"]["tes"] == pytest.approx({"lo": 4.0 / 3.0, "hi": 1e-3})
+    assert rare["histosys"]["tes"]["up"] == [0.0, 3.0]  # nominal shape on the empty side
+    up = m.expected_by_sample(m.param_vector(tes=1.0))[m.samples.index("rare"), 3:]
+    assert np.allclose(up, [0.0, 3e-3])
+    assert fit_toys(m, m.expected_main()).converged.all()
+
+
 def test_negative_yields_error_or_clip():
     h = hists()
     h["SR"]["bkg"]["nominal"][2] = -1.0

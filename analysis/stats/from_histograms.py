@@ -19,7 +19,9 @@ Treatment (documented choices):
   one nuisance parameter. A variation that is pure normalisation still gets both; its
   histosys then has templates equal to the nominal and contributes nothing (kept so the
   workspace has the same structure for every systematic). A variation that changes
-  nothing in a sample is dropped there.
+  nothing in a sample is dropped there. A variation that moves every event of a sample out
+  of a channel (zero total yield, typical of a few MC events in a control region) gets the
+  normalisation factor ``MIN_VARIATION_FACTOR`` (1e-3) and the nominal shape on that side.
 * Negative bin contents (from negative MC weights): ``negative_yields="error"`` (default)
   raises AuditError; ``"clip"`` sets negative nominal and template bins to 0 (the
   template normalisation uses the clipped yields).
@@ -34,6 +36,9 @@ import numpy as np
 
 from analysis.errors import AuditError
 from analysis.stats.model import Model
+
+# smallest normalisation factor of a shape variation (a variation that empties a sample)
+MIN_VARIATION_FACTOR = 1e-3
 
 
 def _vec(x, what: str, nb: int | None) -> np.ndarray:
@@ -130,10 +135,13 @@ def build_spec(histograms: dict, *, signal_samples, norm_systs: dict | None = No
                 if nom_sum <= 0:
                     raise AuditError(f"{where}: shape '{syst}' on a sample with zero total nominal yield")
                 su, sd = up.sum(), dn.sum()
-                if su <= 0 or sd <= 0:
-                    raise AuditError(f"{where}: shape '{syst}' has a variation with zero total yield")
-                normsys[syst] = {"lo": float(sd / nom_sum), "hi": float(su / nom_sum)}
-                histosys[syst] = {"up": (up * nom_sum / su).tolist(), "down": (dn * nom_sum / sd).tolist()}
+                # every event of the sample migrates out of the channel under a variation:
+                # the normalisation factor is floored (code4 interpolates in log space, 0 is
+                # not representable) and that side keeps the nominal shape
+                normsys[syst] = {"lo": float(max(sd / nom_sum, MIN_VARIATION_FACTOR)),
+                                 "hi": float(max(su / nom_sum, MIN_VARIATION_FACTOR))}
+                histosys[syst] = {"up": (up * nom_sum / su if su > 0 else nom).tolist(),
+                                  "down": (dn * nom_sum / sd if sd > 0 else nom).tolist()}
             if normsys:
                 s["normsys"] = normsys
             if histosys:
