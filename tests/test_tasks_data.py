@@ -10,8 +10,10 @@ from law_cli import files_below, run_law
 
 
 @pytest.fixture(scope="module")
-def merged(law_data):
-    data = law_data
+def merged(tmp_path_factory):
+    # its own DATA_PATH: the counts of tasks that ran must not depend on which integration
+    # test module ran first in the shared one
+    data = tmp_path_factory.mktemp("law_data_chain")
     first = run_law(data, "MergeFeatures", "--config", "ci", "--version", "t", "--workers", "2")
     assert first.returncode == 0, first.output[-3000:]
     return data, first
