@@ -9,6 +9,9 @@ Choices (documented in docs/audit.md):
 - shift and weight systematics become shape systematics (normsys + histosys sharing one
   nuisance parameter, see analysis.stats.from_histograms); normalisation systematics become
   normsys; the one named ``lumi`` is the luminosity uncertainty;
+- MC statistical uncertainties are Barlow-Beeston-lite ``staterror`` parameters unless
+  ``fit.mc_stat_uncertainty`` is false (templates then count as exact: use it only where the
+  simulation is a stand-in far smaller than the data it models, as in the demo);
 - the binning is optimised per channel on its nominal background (at least
   ``fit.min_background_per_bin`` expected events and at most
   ``fit.max_relative_stat_uncertainty`` MC uncertainty per bin), so that sparse control regions
@@ -148,9 +151,13 @@ def build_likelihood(outputs: dict[str, np.ndarray], sample: EventSample, cfg: A
     bounds = cfg.fit.get("mu_bounds", [-5.0, 10.0])
     if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and bounds[0] < 1.0 < bounds[1]):
         raise AuditError(f"fit.mu_bounds must be [low, high] around 1, got {bounds!r}")
+    mc_stat = cfg.fit.get("mc_stat_uncertainty", True)
+    if not isinstance(mc_stat, bool):
+        raise AuditError(f"fit.mc_stat_uncertainty must be true or false, got {mc_stat!r}")
     # bias studies need room below zero: a bound at mu = 0 would itself bias the toys
     spec = build_spec(hists, signal_samples=signals, norm_systs=norm, lumi_uncertainty=lumi,
-                      edges=edges, negative_yields="clip", poi_bounds=tuple(float(b) for b in bounds))
+                      edges=edges, negative_yields="clip", poi_bounds=tuple(float(b) for b in bounds),
+                      staterror=mc_stat)
     model = Model(spec)
     mu = float(cfg.fit.get("mu_true", 1.0))
     # truths are kept per channel: a concatenated vector would depend on the channel order

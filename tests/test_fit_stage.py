@@ -1,0 +1,57 @@
+"""The fit stage on a synthetic event sample: templates per channel, MC-stat switch, errors."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from analysis.config import load_config
+from analysis.errors import AuditError
+from analysis.fit_stage import build_likelihood
+from analysis.samples import EventSample
+from analysis.tables import NOMINAL
+
+
+def synthetic(n=4000, seed=3):
+    rng = np.random.default_rng(seed)
+    cfg = load_config("ci")
+    variants = [NOMINAL, "tau_es_up", "tau_es_down"]
+    y = (rng.random(n) < 0.3).astype(np.int8)
+    outputs = {v: np.clip(rng.beta(2 + 3 * y, 2 + 3 * (1 - y)) + (0.01 if v == "tau_es_up" else 0.0), 0, 1)
+               for v in variants}
+    region = {}
+    which = rng.integers(0, len(cfg.regions), n)
+    for v in variants:
+        for i, r in enumerate(cfg.regions):
+            region[(r, v)] = which == i
+    sample = EventSample(
+        features=["x"], variants=variants, regions=list(cfg.regions),
+        X={v: outputs[v][:, None].astype(np.float32) for v in variants}, y=y,
+        weight=np.where(y == 1, 0.05, 1.0), weight_variations={}, region=region,
+        event_id=np.arange(n), dataset=np.where(y == 1, 0, 1), datasets=["sig", "bkg"], processes=["sig", "bkg"],
+    )
+    return cfg, sample, outputs
+
+
+def with_fit(cfg, **fit):
+    return dataclasses.replace(cfg, fit={**cfg.fit, **fit})
+
+
+def test_templates_and_truths_per_channel():
+    cfg, sample, outputs = synthetic()
+    lk = build_likelihood(outputs, sample, cfg)
+    spec = lk["spec"]
+    assert set(spec["channels"]) == set(cfg.fit["channels"])
+    bkg = spec["channels"]["signal"]["samples"]["bkg"]
+    assert "staterror" in bkg and "tau_es" in bkg["histosys"]
+    assert set(lk["truths"]) >= {"nominal", "tau_es_up", "tau_es_down"}
+
+
+def test_mc_stat_uncertainty_can_be_switched_off():
+    cfg, sample, outputs = synthetic()
+    spec = build_likelihood(outputs, sample, with_fit(cfg, mc_stat_uncertainty=False))["spec"]
+    for ch in spec["channels"].values():
+        for s in ch["samples"].values():
+            assert "staterror" not in s
+    with pytest.raises(AuditError, match="fit.mc_stat_uncertainty must be true or false"):
+        build_likelihood(outputs, sample, with_fit(cfg, mc_stat_uncertainty="no"))
