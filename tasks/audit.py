@@ -65,7 +65,8 @@ class AttackAudit(AuditTask):
     # ------------------------------------------------------------------------------
     def _collect(self, report_dir: Path):
         from analysis import audit
-        from analysis.attack_stage import attacked_systematics, configured_attacks
+        from analysis.attack_stage import attack_rows, attacked_systematics, configured_attacks
+        from analysis.tables import NOMINAL
         from analysis.stats.model import Model
         from analysis.stats.significance import asimov_significance
 
@@ -85,6 +86,8 @@ class AttackAudit(AuditTask):
             lk = json.loads(Path(inputs["likelihood"]["collection"].targets[mi]["likelihood"].path).read_text())
             results = self._toys(mname, toy_branches, toy_targets)
             summaries = {sc: audit.toy_summary(r) for sc, r in results.items()}
+            outputs = self._outputs(mi, sample)
+            rows, sr = attack_rows(sample, cfg), cfg.signal_region
             systs = {}
             for syst in systematics:
                 impact, standard = audit.standard_impact(summaries, syst)
@@ -96,8 +99,14 @@ class AttackAudit(AuditTask):
                     entries[attack] = audit.attack_entry(summaries, f"attack/{syst}/{attack}", validation, result)
                 from analysis.report import systematic_entry
 
+                # the standard shift's effect on the signal-region NN output, on the attacked events
+                output_shift = {d: audit.standard_output_shift(
+                    outputs[NOMINAL][rows], outputs[f"{syst}_{d}"][rows], sample.weight[rows],
+                    sample.region[(sr, NOMINAL)][rows], sample.region[(sr, f"{syst}_{d}")][rows])
+                    for d in ("up", "down")}
                 systs[syst] = systematic_entry(impact, standard, entries,
-                                               description=cfg.systematics[syst].description)
+                                               description=cfg.systematics[syst].description,
+                                               standard_output_shift=output_shift)
             z_asimov = float(asimov_significance(Model(lk["spec"]), mu=lk["mu_true"]))
             models[mname] = {
                 "auc": float(evaluation["auc"]),
@@ -107,7 +116,7 @@ class AttackAudit(AuditTask):
                 "penalty": dict(cfg.models[mname].get("penalty") or {}),
                 "systematics": systs,
             }
-            figures += self._model_figures(mname, mi, models[mname], results, sample, attack_index,
+            figures += self._model_figures(mname, mi, models[mname], results, sample, outputs, attack_index,
                                            inputs, report_dir, style)
         figures += audit.figure_impacts(models, report_dir, style)
         if len(models) > 1:
@@ -125,10 +134,20 @@ class AttackAudit(AuditTask):
                 chunks.setdefault(b["scenario"], []).append(ToyResult.load(targets[i].path))
         return {sc: merge(c) for sc, c in chunks.items()}
 
-    def _model_figures(self, mname, mi, model_summary, results, sample, attack_index, inputs, report_dir, style):
+    def _outputs(self, mi: int, sample) -> dict:
+        """NN outputs of model ``mi`` for every event in every variant (NaN where invalid)."""
+        from analysis.ml.evaluation import outputs_per_variant
+        from analysis.ml.modelio import load_model
+
+        model, _ = load_model(TrainModel.req(self, branch=mi).output()["model"].path,
+                              available_features=sample.features)
+        return outputs_per_variant(model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
+
+    def _model_figures(self, mname, mi, model_summary, results, sample, outputs, attack_index, inputs,
+                       report_dir, style):
         from analysis import audit
         from analysis.attacks.checks import correlation_matrix
-        from analysis.ml.evaluation import outputs_per_variant, predict, significance_curve
+        from analysis.ml.evaluation import predict, significance_curve
         from analysis.ml.modelio import load_model
         from analysis.tables import NOMINAL
 
@@ -181,8 +200,6 @@ class AttackAudit(AuditTask):
             sample.features, float(cfg.checks.get("correlation_rel_max", 0.006)), report_dir, style))
 
         # NN output per process in each region, with the standard bands and the attacked total
-        variants = [NOMINAL] + [v for v in sample.variants if v != NOMINAL]
-        outputs = outputs_per_variant(model, {v: sample.X[v] for v in variants}, invalid="nan")
         attacked_out = outputs[NOMINAL].copy()
         attacked_out[rows] = predict(model, x_adv)
         signal = [n for d, n in enumerate(sample.datasets) if (sample.y[sample.dataset == d] == 1).any()]

@@ -323,3 +323,17 @@ def test_figure_entry_makes_paths_relative(tmp_path):
         report.figure_entry("a", paths, tmp_path / "elsewhere", "cap")
     with pytest.raises(AuditError, match="no pdf path"):
         report.figure_entry("a", {"png": paths["png"]}, tmp_path, "cap")
+
+
+def test_standard_output_shift_counts_migration():
+    from analysis.audit import standard_output_shift
+
+    p = np.array([0.1, 0.2, 0.9, 0.95])
+    w = np.ones(4)
+    nominal = np.array([True, True, True, False])
+    # the variant loses event 0 and gains event 3 (migration); outputs unchanged otherwise
+    out = standard_output_shift(p, p, w, nominal, np.array([False, True, True, True]))
+    assert out["histogram_l1_relative"] == pytest.approx(2 / 3)
+    assert out["mean_shift"] == pytest.approx((0.2 + 0.9 + 0.95) / 3 - (0.1 + 0.2 + 0.9) / 3)
+    same = standard_output_shift(p, p, w, nominal, nominal)
+    assert same == {"mean_shift": 0.0, "histogram_l1_relative": 0.0}

@@ -48,6 +48,9 @@ def test_summary_content(audit):
                 assert attack["checks"], "every attack reports its checks"
                 assert {c["name"] for c in attack["checks"]} >= {"ks", "chi2", "jsd", "correlation", "band"}
                 assert attack["hidden"] == all(c["passed"] for c in attack["checks"])
+            # the standard shift's signal-region NN-output shift, comparable with the attacks'
+            for d in ("up", "down"):
+                assert syst["standard_output_shift"][d]["histogram_l1_relative"] >= 0
             assert syst["verdict"] in ("covered", "hidden systematic larger than quoted", "no hidden attack found")
     assert all(math.isfinite(x) for x in _numbers(summary))
     # the console summary table reached the user
