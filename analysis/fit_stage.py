@@ -37,11 +37,10 @@ def fit_channels(cfg: AnalysisConfig) -> list[str]:
 
 
 def variant_systematics(cfg: AnalysisConfig) -> list[str]:
-    """Shift and weight systematics that have +-1 sigma variants (declared-only per-feature
-    uncertainties of flat tables have none), from the configuration alone."""
-    declared = set(cfg.input.get("declared_uncertainties") or {}) - set(cfg.input.get("shifts") or {})
-    shifts = [s for s in cfg.shift_names if s not in declared]
-    return shifts + [s.name for s in cfg.systematics_of_type("weight")]
+    """Shift and weight systematics that have +-1 sigma variants, from the configuration
+    alone (declared-only per-feature uncertainties of flat tables get coherent +-sigma_i
+    variants when the sample is assembled, see analysis.samples)."""
+    return list(cfg.shift_names) + [s.name for s in cfg.systematics_of_type("weight")]
 
 
 def shape_systematics(cfg: AnalysisConfig, sample: EventSample) -> list[str]:

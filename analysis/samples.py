@@ -82,6 +82,35 @@ class EventSample:
         return out
 
 
+def _declared_variants(tables: list[FeatureTable], features: list[str], variants: list[str]) -> dict:
+    """{systematic: (X_up, X_down)} for declared per-feature uncertainties (flat tables'
+    ``meta.extra["declared_uncertainties"] = {s: {feature: {"relative"|"absolute": x}}}``,
+    ``{}`` for a dataset the systematic does not apply to): nominal +- sigma_i."""
+    declared = {}
+    for t in tables:
+        for name in (t.meta.extra.get("declared_uncertainties") or {}):
+            if f"{name}_up" not in variants:
+                declared.setdefault(name, None)
+    from analysis.flat_tables import declared_sigmas
+
+    out = {}
+    for name in declared:
+        ups, downs = [], []
+        for t in tables:
+            x = t.features_of(NOMINAL, features)
+            half = np.zeros_like(x)
+            if name in (t.meta.extra.get("declared_uncertainties") or {}):
+                sigma, relative = declared_sigmas(t, name)
+                for feature, value in sigma.items():
+                    if feature in features:
+                        j = features.index(feature)
+                        half[:, j] = value * np.abs(x[:, j]) if relative[feature] else value
+            ups.append(x + half)
+            downs.append(x - half)
+        out[name] = (np.concatenate(ups), np.concatenate(downs))
+    return out
+
+
 def assemble(tables: list[FeatureTable], features: list[str] | None = None) -> EventSample:
     """Concatenate per-dataset tables (all with the same features, variants and regions)."""
     if not tables:
@@ -116,8 +145,18 @@ def assemble(tables: list[FeatureTable], features: list[str] | None = None) -> E
         col = int(np.argwhere(bad)[0, 1])
         raise AuditError(f"feature '{features[col]}' is NaN or infinite for {int(bad[:, col].sum())} "
                          "selected events in the nominal variant: fix the feature computation or input")
+    variants = list(first.variants)
+    for name, (up, down) in _declared_variants(tables, features, variants).items():
+        # a declared systematic's standard +-1 sigma: every event shifted by sigma_i, region
+        # membership unchanged (no selection to rerun on flat tables)
+        for direction, shifted in (("up", up), ("down", down)):
+            v = f"{name}_{direction}"
+            X[v] = shifted
+            variants.append(v)
+            for r in first.regions:
+                region[(r, v)] = region[(r, NOMINAL)]
     return EventSample(
-        features=features, variants=list(first.variants), regions=list(first.regions), X=X, y=y,
+        features=features, variants=variants, regions=list(first.regions), X=X, y=y,
         weight=weight, weight_variations=wv, region=region, event_id=ids, dataset=ds_index,
         datasets=[t.meta.dataset for t in tables], processes=[t.meta.process for t in tables],
     )

@@ -339,3 +339,27 @@ def test_config_works_from_another_working_directory(flat_files, tmp_path, monke
     monkeypatch.chdir(elsewhere)
     assert read_flat_dataset(cfg.datasets["sig"], cfg).n_events == N
     assert os.getcwd() == str(elsewhere)
+
+
+def test_declared_uncertainties_become_coherent_variants_in_the_sample(flat_files):
+    from analysis.samples import assemble
+
+    _, tables = tables_for(flat_files, "parquet")
+    sig, bkg = tables["sig"], tables["bkg"]
+    sample = assemble([sig, bkg])
+    assert {"decl_up", "decl_down"} <= set(sample.variants)
+    n_sig = sig.n_events
+    j_pt, j_eta = sample.features.index("pt_a"), sample.features.index("eta")
+    x = sample.X["nominal"]
+    # the systematic's +-1 sigma: relative on pt_a, absolute on eta, signal only
+    assert np.allclose(sample.X["decl_up"][:n_sig, j_pt], x[:n_sig, j_pt] * 1.02, rtol=1e-6)
+    assert np.allclose(sample.X["decl_down"][:n_sig, j_eta], x[:n_sig, j_eta] - 0.01, atol=1e-6)
+    assert np.array_equal(sample.X["decl_up"][n_sig:], x[n_sig:])
+    for r in sample.regions:
+        assert np.array_equal(sample.region[(r, "decl_up")], sample.region[(r, "nominal")])
+    # the sample's envelope of 'decl' is then built like any shift's
+    from analysis.attacks.envelope import Envelope
+
+    env = Envelope.from_variants(x, sample.X["decl_up"], sample.X["decl_down"], feature_names=sample.features)
+    assert env.width[n_sig:].abs().max().item() == 0.0
+    assert env.width[:n_sig, j_eta].min().item() > 0
