@@ -1,9 +1,12 @@
 """Systematic shifts on generated events: propagation to MET and every feature, bit-identical
 unaffected features, migration, event matching, weight variations."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import uproot
+import yaml
 
 from analysis.config import load_config
 from analysis.errors import AuditError
@@ -14,6 +17,7 @@ from analysis.tables import FeatureTable, feature_column, region_column
 generate = pytest.importorskip("analysis.generate")
 
 N_EVENTS = 4000
+REPO = Path(__file__).resolve().parent.parent
 MUON_MASS = 0.1056583745  # the generator writes the PDG muon mass; NanoAOD does too
 
 # features that do not depend on the shifted object (for events with a pair in both variants)
@@ -24,8 +28,14 @@ JET_FEATURES = ["n_jets", "jet1_pt", "jet1_eta", "jet2_pt", "m_jj", "delta_eta_j
 
 
 @pytest.fixture(scope="module")
-def config():
-    return load_config("demo")
+def config(tmp_path_factory):
+    # the demo configuration with every feature the selection can compute (the demo itself
+    # leaves tau_mass out), so that each feature's shift propagation is tested
+    raw = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    raw["features"] = list(dict.fromkeys(raw["features"] + list(FEATURES)))
+    path = tmp_path_factory.mktemp("cfg") / "demo_all_features.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config(path)
 
 
 @pytest.fixture(scope="module")
