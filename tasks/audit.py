@@ -87,10 +87,15 @@ class AttackAudit(AuditTask):
             results = self._toys(mname, toy_branches, toy_targets)
             summaries = {sc: audit.toy_summary(r) for sc, r in results.items()}
             outputs = self._outputs(mi, sample)
+            model = Model(lk["spec"])
+            asimov = model.concat_channels({ch: np.asarray(v) for ch, v in lk["truths"]["nominal"].items()},
+                                           "nominal truth")
             rows, sr = attack_rows(sample, cfg), cfg.signal_region
             systs = {}
             for syst in systematics:
-                impact, standard = audit.standard_impact(summaries, syst)
+                impact = audit.nuisance_impact(model, asimov, syst)
+                standard = audit.standard_toys(summaries, syst)
+                impact_failed = not np.isfinite(impact)
                 entries = {}
                 for attack in attacks:
                     i = attack_index[(mname, syst, attack)]
@@ -104,10 +109,11 @@ class AttackAudit(AuditTask):
                     outputs[NOMINAL][rows], outputs[f"{syst}_{d}"][rows], sample.weight[rows],
                     sample.region[(sr, NOMINAL)][rows], sample.region[(sr, f"{syst}_{d}")][rows])
                     for d in ("up", "down")}
-                systs[syst] = systematic_entry(impact, standard, entries,
+                systs[syst] = systematic_entry(0.0 if impact_failed else impact, standard, entries,
+                                               standard_impact_fit_failed=impact_failed,
                                                description=cfg.systematics[syst].description,
                                                standard_output_shift=output_shift)
-            z_asimov = float(asimov_significance(Model(lk["spec"]), mu=lk["mu_true"]))
+            z_asimov = float(asimov_significance(model, mu=lk["mu_true"]))
             models[mname] = {
                 "auc": float(evaluation["auc"]),
                 # NaN when the Asimov fit fails (no sensitivity): reported as 0 with a flag

@@ -145,3 +145,20 @@ def test_large_yields_converge_despite_nll_round_off(scale):
     bonly = fit_toys(model, asimov, fixed={"mu": 0.0})
     assert free.converged.all() and bonly.converged.all()
     assert bonly.nll[0] > free.nll[0]
+
+
+def test_nuisance_impact_is_the_mu_shift_with_the_parameter_fixed_at_its_post_fit_band():
+    from analysis.audit import nuisance_impact
+
+    model = Model(spec())
+    asimov = model.expected_main(model.param_vector(mu=1.0))
+    free = fit_toys(model, asimov[None])
+    impact = nuisance_impact(model, asimov, "jes")
+    j = model.par_names.index("jes")
+    by_hand = []
+    for sign in (1, -1):
+        r = fit_toys(model, asimov[None], fixed={"jes": free.params[0, j] + sign * free.uncertainties[0, j]})
+        by_hand.append(abs(r.mu_hat[0] - free.mu_hat[0]))
+    assert impact == pytest.approx(max(by_hand), rel=1e-6) and impact > 0.01
+    with pytest.raises(AuditError, match="no nuisance parameter"):
+        nuisance_impact(model, asimov, "nope")
