@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -118,10 +119,13 @@ class PseudoExperiments(AuditWorkflow):
     def output(self):
         b = self.branch_data
         lk = BuildLikelihood.req(self, branch=self._model_branch())
-        parts = [lk.output()["likelihood"].path, self.cfg.seed, b]
+        # keyed by the upstream content hashes, not their paths: a path carries the config tag,
+        # so a copy of the configuration with one attack changed would rerun every scenario;
+        # the attacked NN outputs depend on the attack (its hash), not on the checks' settings
+        parts = [os.path.basename(os.path.dirname(lk.output()["likelihood"].path)), self.cfg.seed, b]
         ab = self._attack_branch()
         if ab is not None:
-            parts.append(ValidateAttack.req(self, branch=ab).output()["outputs"].path)
+            parts.append(ValidateAttack.req(self, branch=ab).attack_hash())
         name = b["scenario"].replace("/", "__")
         return self.local_target(b["model"], name, short_hash(parts), f"toys_{b['first_toy']}.npz")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,11 +20,12 @@ class LawResult:
     seconds: float
 
     def ran(self, task_family: str) -> int:
-        """How many tasks of a family actually ran (luigi's 'done' lines); for workflows the
-        branches only, not the workflow task that collects them (branch=-1)."""
-        return sum(1 for line in self.output.splitlines()
-                   if "[pid" in line and " done " in line and f" {task_family}(" in line
-                   and "branch=-1" not in line)
+        """How many tasks of a family actually ran (luigi's 'done' messages); for workflows the
+        branches only, not the workflow task that collects them (branch=-1). Matched in the
+        whole output, not per line: two worker processes (and coffea's progress bar, which
+        ends without a newline) can interleave their messages on one line."""
+        pattern = r"\[pid \d+\] Worker Worker\([^)]*\) done\s+" + re.escape(task_family) + r"\(([^)]*)\)"
+        return sum(1 for args in re.findall(pattern, self.output) if "branch=-1" not in args)
 
 
 def law_env(data_path: Path) -> dict:

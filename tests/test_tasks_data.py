@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from analysis.config import load_config
 from analysis.tables import FeatureTable
 from law_cli import files_below, run_law
 
@@ -21,9 +22,11 @@ def merged(tmp_path_factory):
 
 def test_merge_features_end_to_end(merged):
     data, first = merged
-    assert first.ran("GenerateEvents") == 10
-    assert first.ran("SelectEvents") == 10
-    assert first.ran("MergeFeatures") == 6
+    cfg = load_config("ci")
+    n_files = sum(ds.generate["n_files"] for ds in cfg.datasets.values())  # one branch per file
+    assert first.ran("GenerateEvents") == n_files == 9
+    assert first.ran("SelectEvents") == n_files
+    assert first.ran("MergeFeatures") == len(cfg.datasets) == 6
     tables = sorted((data / "MergeFeatures" / "ci" / "t").rglob("features.parquet"))
     assert len(tables) == 6
     for path in tables:
