@@ -31,8 +31,11 @@ def test_merge_features_end_to_end(merged):
     assert len(tables) == 6
     for path in tables:
         t = FeatureTable.read(path)
-        assert t.n_events > 0
-        assert t.in_region("signal").any()
+        assert t.n_events > 0 and t.in_any_region().any()
+        # signal events reach the signal region (a small background sample may not, e.g. the
+        # 2000 Z->mumu events after the anti-muon tau ID and the extra-muon veto)
+        if t.meta.is_signal:
+            assert t.in_region("signal").any()
         x = t.features_of("nominal")[t.in_any_region()]
         assert np.isfinite(x).all()
         summary = json.loads((path.parent / "cutflow.json").read_text())
