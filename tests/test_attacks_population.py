@@ -104,3 +104,22 @@ def test_adversarial_network_stops_at_once_with_tight_ks(toy):
         toy["model"], x, toy["env"], "shift_output", labels=toy["labels"], seed=0)
     assert r.info["stopped_by"] == "ks_obs" and r.info["epochs_kept"] == 0
     assert torch.equal(r.x_adv, x)  # reverted to the identity
+
+
+def test_adversarial_network_keeps_correlations_when_asked(toy):
+    x = torch.as_tensor(toy["x"])
+    w = toy["weights"]
+    common = dict(hidden=[16, 16], epochs=6, learning_rate=0.01, ks_obs_max=1.0, ks_nn_max=1.0)
+    kw = dict(labels=toy["labels"], weights=w, seed=4)
+    free = make_attack("adversarial_network", **common).attack(toy["model"], x, toy["env"], "shift_output", **kw)
+    kept = make_attack("adversarial_network", lambda_corr=50.0, **common).attack(
+        toy["model"], x, toy["env"], "shift_output", **kw)
+    c_free = correlation_change(toy["x"], free.x_adv.numpy(), w)
+    c_kept = correlation_change(toy["x"], kept.x_adv.numpy(), w)
+    assert c_kept < 0.5 * c_free, (c_kept, c_free)
+    # corr_max stops training at the last state inside the limit
+    limit = 0.5 * c_free
+    stopped = make_attack("adversarial_network", corr_max=limit, ks_check_every=1, **common).attack(
+        toy["model"], x, toy["env"], "shift_output", **kw)
+    assert stopped.info["stopped_by"] == "correlation"
+    assert correlation_change(toy["x"], stopped.x_adv.numpy(), w) <= limit

@@ -17,7 +17,11 @@ lambda_obs * sum_i ((g(x)_i - x_i) / std_i)^2 (observables = the input features)
 stops when the KS statistic between attacked and nominal background exceeds ``ks_obs_max``
 (0.04, any feature) or, where untargeted background exists, ``ks_nn_max`` (0.02, NN output);
 the last state that passed is kept. The criterion is evaluated after every epoch, or every
-``ks_check_every`` optimiser steps when that is > 0 (a finer stop). The learned g is returned as a state dict
+``ks_check_every`` optimiser steps when that is > 0 (a finer stop). Two optional extensions
+keep the linear correlations (the correlation check of the audit): ``lambda_corr`` adds
+lambda_corr * ||C(g(x)) - C(x)||_F / ||C(x)||_F of each batch to the loss, and ``corr_max``
+(> 0) also stops training when the relative correlation change of all attacked events
+exceeds it. The learned g is returned as a state dict
 (``extra["generator"]``) and can be saved and reapplied with ``apply_generator``.
 """
 
@@ -34,7 +38,7 @@ from analysis.errors import AuditError
 from analysis.attacks.base import (
     Attack, AttackContext, check_float, check_int, model_logits,
 )
-from analysis.attacks.checks import ks_statistic
+from analysis.attacks.checks import correlation_change, ks_statistic
 from analysis.attacks.envelope import Envelope, project_box
 
 
@@ -127,6 +131,15 @@ def apply_generator(generator, x, envelope: Envelope, mask=None, batch_size: int
     return xa
 
 
+def _weighted_corr(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Differentiable weighted Pearson correlation matrix of a batch (constant columns: 0)."""
+    w = w / w.sum().clamp_min(1e-12)
+    xc = x - (w[:, None] * x).sum(0)
+    cov = (w[:, None] * xc).T @ xc
+    sd = torch.sqrt(torch.diagonal(cov).clamp_min(1e-24))
+    return cov / (sd[:, None] * sd[None, :])
+
+
 class AdversarialNetworkAttack(Attack):
     name = "adversarial_network"
     per_event = False
@@ -142,6 +155,8 @@ class AdversarialNetworkAttack(Attack):
         "ks_obs_max": 0.04,
         "ks_nn_max": 0.02,
         "ks_check_every": 0,
+        "lambda_corr": 0.0,
+        "corr_max": 0.0,
     }
 
     def validate(self, s):
@@ -152,7 +167,7 @@ class AdversarialNetworkAttack(Attack):
         s["epochs"] = check_int("epochs", s["epochs"], 0)
         s["train_batch_size"] = check_int("train_batch_size", s["train_batch_size"], 1)
         s["learning_rate"] = check_float("learning_rate", s["learning_rate"], 0.0, open_min=True)
-        for k in ("lambda_cls", "lambda_obs", "ks_obs_max", "ks_nn_max"):
+        for k in ("lambda_cls", "lambda_obs", "ks_obs_max", "ks_nn_max", "lambda_corr", "corr_max"):
             s[k] = check_float(k, s[k], 0.0)
         s["rho"] = check_float("rho", s["rho"], 0.0, 1.0)
         s["ks_check_every"] = check_int("ks_check_every", s["ks_check_every"], 0)
@@ -221,9 +236,15 @@ class AdversarialNetworkAttack(Attack):
             g.eval()
             ks_obs, ks_nn = ks_now(apply_all())
             g.train()
-            history.append({"epoch": round(epoch_float, 4), "ks_obs": ks_obs, "ks_nn": ks_nn})
-            if ks_obs > s["ks_obs_max"] or ks_nn > s["ks_nn_max"]:
-                stopped_by = "ks_obs" if ks_obs > s["ks_obs_max"] else "ks_nn"
+            entry = {"epoch": round(epoch_float, 4), "ks_obs": ks_obs, "ks_nn": ks_nn}
+            corr = None
+            if s["corr_max"] > 0:
+                corr = correlation_change(x_np, apply_all().cpu().numpy(), w_np)
+                entry["correlation"] = corr
+            history.append(entry)
+            if ks_obs > s["ks_obs_max"] or ks_nn > s["ks_nn_max"] or (corr is not None and corr > s["corr_max"]):
+                stopped_by = ("ks_obs" if ks_obs > s["ks_obs_max"] else "ks_nn" if ks_nn > s["ks_nn_max"]
+                              else "correlation")
                 g.load_state_dict(best_state)
                 return True
             best_state = {k: v.detach().clone() for k, v in g.state_dict().items()}
@@ -254,6 +275,10 @@ class AdversarialNetworkAttack(Attack):
                 if s["lambda_obs"] > 0:
                     obs = (((xg - xb) / g.std) ** 2).sum(1)
                     loss = loss + s["lambda_obs"] * (bgb * obs).sum() / bgb.sum().clamp_min(1e-12)
+                if s["lambda_corr"] > 0:
+                    # keep the linear correlations of the batch (the correlation check)
+                    c0, c1 = _weighted_corr(xb, wb), _weighted_corr(xg, wb)
+                    loss = loss + s["lambda_corr"] * torch.linalg.norm(c1 - c0) / torch.linalg.norm(c0).clamp_min(1e-12)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
