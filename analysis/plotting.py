@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -48,7 +46,7 @@ from matplotlib.patches import Patch
 from scipy import stats
 
 from analysis.errors import AuditError
-from analysis.files import apply_umask
+from analysis.files import write_atomically
 from analysis.report import HIDDEN_LARGER
 
 STYLES = (None, "CMS", "ATLAS")
@@ -241,17 +239,8 @@ def save_figure(fig: Figure, directory, name: str, *, dpi: int = 150) -> dict[st
     metadata = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None, "Producer": None}}
     try:
         for fmt in ("png", "pdf"):
-            final = directory / f"{name}.{fmt}"
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{fmt}.tmp", dir=directory)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fig.savefig(fh, format=fmt, dpi=dpi, metadata=metadata[fmt], facecolor="white")
-                apply_umask(tmp)
-                os.replace(tmp, final)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            final = write_atomically(directory / f"{name}.{fmt}", lambda fh, fmt=fmt: fig.savefig(
+                fh, format=fmt, dpi=dpi, metadata=metadata[fmt], facecolor="white"))
             out[fmt] = str(final)
     finally:
         # Figures built here are not registered with pyplot; a pyplot figure has a manager.

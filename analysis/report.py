@@ -23,19 +23,16 @@ Model variants are compared as performance (AUC, expected significance) against 
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as _dt
 import html
 import json
 import math
 import numbers
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
 from analysis.errors import AuditError
-from analysis.files import apply_umask
+from analysis.files import write_atomically
 
 SCHEMA_VERSION = 1
 
@@ -395,19 +392,7 @@ def _jsonable(x):
 
 
 def _atomic_write(path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomically(path, lambda fh: fh.write(data))
 
 
 def write_summary(summary: Mapping, path) -> Path:
