@@ -559,29 +559,30 @@ def fit_toys(
     )
 
 
-def nll(model, pars, data, aux=None, device="cpu") -> np.ndarray:
-    """pyhf-identical NLL at parameter vector(s) ``pars`` (N, P) for data (N, B), aux (N, A)."""
+def _point_batch(model, pars, data, aux, device):
+    """(compiled model, pars, n, aux) as broadcast (N, ...) tensors for evaluating the NLL at
+    given parameter points."""
     pars = np.atleast_2d(np.asarray(pars, dtype=np.float64))
     n_np, aux_np, _, _ = _prepare(model, data, aux, None, None)
     N = max(len(pars), len(n_np))
     cm = compiled(model, device)
     t = lambda a: torch.as_tensor(np.array(np.broadcast_to(a, (N,) + a.shape[1:])), device=cm.device)  # noqa: E731
-    n = t(n_np)
+    return cm, t(pars), t(n_np), t(aux_np)
+
+
+def nll(model, pars, data, aux=None, device="cpu") -> np.ndarray:
+    """pyhf-identical NLL at parameter vector(s) ``pars`` (N, P) for data (N, B), aux (N, A)."""
+    cm, th, n, ax = _point_batch(model, pars, data, aux, device)
     with torch.no_grad():
-        out = cm.evaluate(t(pars), n, t(aux_np), order=0) + cm.constant(n)
+        out = cm.evaluate(th, n, ax, order=0) + cm.constant(n)
     return out.cpu().numpy()
 
 
 def nll_grad_hess(model, pars, data, aux=None, device="cpu"):
     """(nll (N,), gradient (N, P), Hessian (N, P, P)) of the pyhf-identical NLL."""
-    pars = np.atleast_2d(np.asarray(pars, dtype=np.float64))
-    n_np, aux_np, _, _ = _prepare(model, data, aux, None, None)
-    N = max(len(pars), len(n_np))
-    cm = compiled(model, device)
-    t = lambda a: torch.as_tensor(np.array(np.broadcast_to(a, (N,) + a.shape[1:])), device=cm.device)  # noqa: E731
-    n = t(n_np)
+    cm, th, n, ax = _point_batch(model, pars, data, aux, device)
     with torch.no_grad():
-        f, g, hess = cm.evaluate(t(pars), n, t(aux_np), order=2)
+        f, g, hess = cm.evaluate(th, n, ax, order=2)
         H = dense_hessian(hess, cm.F + cm.R)
         f = f + cm.constant(n)
     return f.cpu().numpy(), g.cpu().numpy(), H.cpu().numpy()
