@@ -76,18 +76,15 @@ def nuisance_impact(model, truth_main: np.ndarray, parameter: str) -> float:
 
 def standard_output_shift(p_nominal, p_variant, weights, in_nominal, in_variant, bins: int = 20) -> dict:
     """Shift of the signal-region NN-output distribution under the standard +-1 sigma variant,
-    in the units of an attack's ``output_shift`` (mean shift; L1 distance of the histograms
-    on ``bins`` uniform bins relative to the nominal total weight). Unlike an attack, the
-    variant has its own region membership (events migrate), hence two masks."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    w0, w1 = weights[in_nominal], weights[in_variant]
-    p0, p1 = np.clip(p_nominal[in_nominal], 0, 1), np.clip(p_variant[in_variant], 0, 1)
-    h0 = np.histogram(p0, edges, weights=w0)[0]
-    h1 = np.histogram(p1, edges, weights=w1)[0]
-    tot = max(abs(w0.sum()), 1e-300)
-    mean = lambda p, w: float(np.sum(w * p) / w.sum()) if w.sum() else 0.0  # noqa: E731
-    return {"mean_shift": _finite(mean(p1, w1) - mean(p0, w0)),
-            "histogram_l1_relative": _finite(float(np.abs(h1 - h0).sum() / tot))}
+    in the units of an attack's ``output_shift`` (Wasserstein-1 distance, mean shift, L1
+    distance of the histograms on ``bins`` uniform bins relative to the nominal total
+    weight); the variant has its own region membership (events migrate), hence two masks."""
+    from analysis.attacks.metrics import output_shift
+
+    w = np.asarray(weights, dtype=np.float64)
+    shift = output_shift(p_nominal[in_nominal], p_variant[in_variant], w[in_nominal], bins,
+                         weights_after=w[in_variant])
+    return {k: _finite(shift[k]) for k in ("wasserstein", "mean_shift", "histogram_l1_relative")}
 
 
 def attack_entry(toys: dict[str, dict], scenario: str, validation: dict, attack_result: dict) -> dict:
@@ -170,7 +167,7 @@ def figure_significance(model: str, systematic: str, curves: dict, directory: Pa
     name = f"significance_{model}_{systematic}"
     return figure_entry(name, plotting.save_figure(fig, directory / "figures", name), directory,
                         f"Relative discovery significance eps_S/sqrt(eps_B) before and after each attack in "
-                        f"the {systematic} envelope (model {model}, attacked events).")
+                        f"the {systematic} envelope (model {model}, attacked events in the signal region, re-selected after the attack).")
 
 
 def figure_feature(model: str, systematic: str, attack: str, region: str, feature: str, arrays: dict,
@@ -180,7 +177,7 @@ def figure_feature(model: str, systematic: str, attack: str, region: str, featur
 
     fig = plotting.feature_comparison(
         arrays["nominal"], arrays["attacked"], arrays["up"], arrays["down"], bins=25,
-        nominal_weights=arrays["w"], attacked_weights=arrays["w"], up_weights=arrays["w_up"],
+        nominal_weights=arrays["w"], attacked_weights=arrays.get("w_attacked", arrays["w"]), up_weights=arrays["w_up"],
         down_weights=arrays["w_down"], feature=feature, region=region, systematic=systematic,
         attack=attack, style=style)
     name = f"feature_{model}_{systematic}_{attack}_{region}_{feature}"

@@ -180,16 +180,23 @@ def row_table(outputs_nominal: np.ndarray, sample: EventSample, cfg: AnalysisCon
 
 
 def attacked_truth(likelihood: dict, rows_info: dict, attacked_rows: np.ndarray,
-                   attacked_outputs: np.ndarray) -> dict[str, np.ndarray]:
-    """Expected yields per channel when the attacked events' NN outputs replace their nominal ones."""
+                   attacked_outputs: np.ndarray, regions_after: dict[str, np.ndarray] | None = None
+                   ) -> dict[str, np.ndarray]:
+    """Expected yields per channel when the attacked events' NN outputs replace their nominal
+    ones and, with ``regions_after`` ({channel: membership of the attacked rows after the
+    attack}), the attacked events migrate between channels (default: they keep their
+    nominal channels)."""
     mu = likelihood["mu_true"]
     w = rows_info["weight"][attacked_rows] * np.where(rows_info["is_signal"][attacked_rows], mu, 1.0)
     before = rows_info["output"][attacked_rows]
     truth = {}
     for c, ch in enumerate(likelihood["channels"]):
         m = rows_info["channels"][c][attacked_rows]
+        if regions_after is not None and ch not in regions_after:
+            raise AuditError(f"the attacked events have no region membership for fit channel '{ch}'")
+        ma = m if regions_after is None else np.asarray(regions_after[ch], dtype=bool)
         edges = np.asarray(likelihood["edges"][ch], dtype=float)
-        delta = _hist(attacked_outputs[m], w[m], edges)[0] - _hist(before[m], w[m], edges)[0]
+        delta = _hist(attacked_outputs[ma], w[ma], edges)[0] - _hist(before[m], w[m], edges)[0]
         nominal = np.asarray(likelihood["truths"]["nominal"][ch], dtype=float)
         if len(nominal) != len(delta):
             raise AuditError(f"attacked templates do not match the likelihood's binning in channel '{ch}'")

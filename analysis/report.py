@@ -91,6 +91,8 @@ def systematic_entry(standard_impact_mu: float, standard: Mapping, attacks: Mapp
             raise AuditError(f"attack {a!r} needs 'hidden' and 'impact_mu' to summarise it")
     largest, responsible = largest_hidden(attacks)
     entry = dict(optional)
+    if "standard_output_shift" in entry:
+        entry["output_shift_comparison"] = output_shift_comparison(entry["standard_output_shift"], attacks)
     entry.update(
         standard_impact_mu=std,
         standard={d: dict(v) for d, v in standard.items()},
@@ -101,6 +103,20 @@ def systematic_entry(standard_impact_mu: float, standard: Mapping, attacks: Mapp
         verdict=verdict(std, [largest]),
     )
     return _jsonable(entry)
+
+
+def output_shift_comparison(standard_shift: Mapping, attacks: Mapping[str, Mapping]) -> dict:
+    """Does a hidden attack move the signal-region NN-output distribution more than the
+    standard +-1 sigma shift? Compared in Wasserstein-1 distance (the attacks' metric
+    ``output_shift_wasserstein``; the standard's larger of up and down)."""
+    standard = max(float(v.get("wasserstein", 0.0)) for v in standard_shift.values())
+    hidden = {a: float(e["metrics"]["output_shift_wasserstein"]) for a, e in attacks.items()
+              if e["hidden"] and "output_shift_wasserstein" in (e.get("metrics") or {})}
+    attack = max(hidden, key=hidden.get) if hidden else None
+    return {"standard_wasserstein": standard,
+            "largest_hidden_wasserstein": hidden[attack] if attack else None,
+            "attack": attack,
+            "hidden_exceeds_standard": bool(attack is not None and hidden[attack] > standard)}
 
 
 def make_summary(
@@ -527,6 +543,14 @@ def _attack_details(s: Mapping) -> str:
         parts.append(f"<tr><td class=name>{d}</td><td>{_fmt(r['bias'])}</td><td>{_fmt(r['pull_mean'])}</td>"
                      f"<td>{_fmt(r['pull_width'])}</td><td>{_fmt(r['coverage'])}</td></tr>")
     parts.append("</table>")
+    cmp = s.get("output_shift_comparison")
+    if cmp:
+        parts.append(
+            "<p>Signal-region NN-output shift (Wasserstein-1 distance): standard &plusmn;1&sigma; "
+            f"{_fmt(cmp['standard_wasserstein'], '.4g')}, largest hidden attack "
+            f"{_fmt(cmp['largest_hidden_wasserstein'], '.4g')} ({_e(cmp['attack'] or '-')}): "
+            + ("<b>a hidden attack moves the output more than the standard shift</b>"
+               if cmp["hidden_exceeds_standard"] else "no hidden attack moves it more") + "</p>")
     for aname, a in s["attacks"].items():
         status = "hidden" if a["hidden"] else "not hidden"
         parts.append(

@@ -14,6 +14,16 @@ from tasks.base import AuditWorkflow, atomic_path, short_hash, write_json_atomic
 from tasks.training import TrainModel, load_sample
 
 
+def region_arrays(regions: dict) -> dict:
+    """Region membership of the attacked events after the attack, as npz arrays."""
+    names = list(regions)
+    return {"region_names": np.array(names), "in_region_after": np.stack([regions[r] for r in names])}
+
+
+def regions_from_arrays(f) -> dict:
+    return {str(r): f["in_region_after"][i].astype(bool) for i, r in enumerate(f["region_names"])}
+
+
 class AttackBranches(AuditWorkflow):
     """Branch map shared by the attack tasks: (model, systematic, attack)."""
 
@@ -74,7 +84,8 @@ class AttackSystematic(AttackBranches):
         with atomic_path(outputs["events"], suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, rows=outcome.rows, x_adv=outcome.x_adv,
-                                    event=sample.event_id["event"][outcome.rows])
+                                    event=sample.event_id["event"][outcome.rows],
+                                    **region_arrays(outcome.regions))
         write_json_atomic(outputs["result"], {**b, "device": device, "info": outcome.info,
                                               "metrics": outcome.metrics})
         self.publish_message(f"{b['model']}/{b['systematic']}/{b['attack']}: fooling ratio "
@@ -108,13 +119,13 @@ class ValidateAttack(AttackBranches):
         sample = load_sample(self)
         model, _ = load_model(self.input()["model"]["model"].path, available_features=sample.features)
         with np.load(self.input()["attack"]["events"].path) as f:
-            rows, x_adv = f["rows"], f["x_adv"]
-        result = validate_attack(model, sample, rows, x_adv, self.cfg, b["systematic"])
+            rows, x_adv, regions = f["rows"], f["x_adv"], regions_from_arrays(f)
+        result = validate_attack(model, sample, rows, x_adv, self.cfg, b["systematic"], regions)
         outputs = self.output()
         with atomic_path(outputs["outputs"], suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, rows=rows, nominal=result["outputs_nominal"],
-                                    attacked=result["outputs_attacked"])
+                                    attacked=result["outputs_attacked"], **region_arrays(regions))
         n_passed = sum(c["passed"] for c in result["checks"])
         write_json_atomic(outputs["checks"], {**b, "hidden": result["hidden"], "checks": result["checks"],
                                               "n_checks": len(result["checks"]), "n_passed": n_passed})

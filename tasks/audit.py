@@ -13,7 +13,7 @@ import luigi
 import numpy as np
 
 from analysis.errors import AuditError
-from tasks.attacks import AttackBranches, AttackSystematic, ValidateAttack
+from tasks.attacks import AttackBranches, AttackSystematic, ValidateAttack, regions_from_arrays
 from tasks.base import AuditTask, short_hash
 from tasks.fits import BuildLikelihood, PseudoExperiments
 from tasks.training import EvaluateModel, TrainModel, load_sample
@@ -90,9 +90,10 @@ class AttackAudit(AuditTask):
             model = Model(lk["spec"])
             asimov = model.concat_channels({ch: np.asarray(v) for ch, v in lk["truths"]["nominal"].items()},
                                            "nominal truth")
-            rows, sr = attack_rows(sample, cfg), cfg.signal_region
+            sr = cfg.signal_region
             systs = {}
             for syst in systematics:
+                rows = attack_rows(sample, cfg, syst)
                 impact = audit.nuisance_impact(model, asimov, syst)
                 standard = audit.standard_toys(summaries, syst)
                 impact_failed = not np.isfinite(impact)
@@ -175,10 +176,12 @@ class AttackAudit(AuditTask):
             for attack in entry["attacks"]:
                 i = attack_index[(mname, syst, attack)]
                 with np.load(inputs["checks"]["collection"].targets[i]["outputs"].path) as f:
-                    rows, p_nom, p_adv = f["rows"], f["nominal"], f["attacked"]
+                    rows, p_nom, p_adv, after = f["rows"], f["nominal"], f["attacked"], regions_from_arrays(f)
                 y, w = sample.y[rows], sample.weight[rows]
-                curves["before"] = significance_curve(p_nom, y, w, thresholds)["rel_significance"]
-                curves["after"][attack] = significance_curve(p_adv, y, w, thresholds)["rel_significance"]
+                # signal-region events before the attack and after it (migration included)
+                m, ma = sample.region[(cfg.signal_region, NOMINAL)][rows], after[cfg.signal_region]
+                curves["before"] = significance_curve(p_nom[m], y[m], w[m], thresholds)["rel_significance"]
+                curves["after"][attack] = significance_curve(p_adv[ma], y[ma], w[ma], thresholds)["rel_significance"]
             curves["before"] = np.nan_to_num(curves["before"])
             curves["after"] = {a: np.nan_to_num(c) for a, c in curves["after"].items()}
             figures.append(audit.figure_significance(mname, syst, curves, report_dir, style))
@@ -187,17 +190,18 @@ class AttackAudit(AuditTask):
         attack = best
         i = attack_index[(mname, first, attack)]
         with np.load(inputs["attacks"]["collection"].targets[i]["events"].path) as f:
-            rows, x_adv = f["rows"], f["x_adv"]
+            rows, x_adv, regions_after = f["rows"], f["x_adv"], regions_from_arrays(f)
         checks = systs[first]["attacks"][attack]["checks"]
         sr = cfg.signal_region
         ks = [c for c in checks if c["name"] == "ks" and c["region"] == sr and c["feature"]]
         feature = max(ks, key=lambda c: c["statistic"])["feature"] if ks else sample.features[0]
         j = sample.features.index(feature)
         m = sample.region[(sr, NOMINAL)][rows]
+        ma = regions_after[sr]
         mu = sample.region[(sr, f"{first}_up")][rows]
         md = sample.region[(sr, f"{first}_down")][rows]
         w = sample.weight[rows]
-        arrays = {"nominal": sample.X[NOMINAL][rows][m, j], "attacked": x_adv[m, j], "w": w[m],
+        arrays = {"nominal": sample.X[NOMINAL][rows][m, j], "attacked": x_adv[ma, j], "w": w[m], "w_attacked": w[ma],
                   "up": sample.X[f"{first}_up"][rows][mu, j], "w_up": w[mu],
                   "down": sample.X[f"{first}_down"][rows][md, j], "w_down": w[md]}
         figures.append(audit.figure_feature(mname, first, attack, sr, feature, arrays, report_dir, style))
@@ -208,12 +212,17 @@ class AttackAudit(AuditTask):
         # NN output per process in each region, with the standard bands and the attacked total
         attacked_out = outputs[NOMINAL].copy()
         attacked_out[rows] = predict(model, x_adv)
+        attacked_regions = {}
+        for region in sample.regions:
+            attacked_regions[region] = sample.region[(region, NOMINAL)].copy()
+            attacked_regions[region][rows] = regions_after[region]
         signal = [n for d, n in enumerate(sample.datasets) if (sample.y[sample.dataset == d] == 1).any()]
         for region in sample.regions:
-            def per_process(variant, scores):
+            def per_process(variant, scores, membership=None):
                 out = {}
                 for d, name in enumerate(sample.datasets):
-                    sel = (sample.dataset == d) & sample.region[(region, variant)]
+                    sel = (sample.dataset == d) & (sample.region[(region, variant)] if membership is None
+                                                   else membership)
                     if sel.any():  # a process absent from the region is not drawn there
                         out[name] = (scores[sel], sample.weight[sel])
                 return out
@@ -224,7 +233,7 @@ class AttackAudit(AuditTask):
                                   if p in nominal}
                               for d in ("up", "down")}
                           for s in sample.shift_names()}
-            attacked = per_process(NOMINAL, attacked_out)
+            attacked = per_process(NOMINAL, attacked_out, attacked_regions[region])
             if not any(n not in signal for n in nominal):
                 continue  # no background in this region: nothing to compare
             figures.append(audit.figure_nn_output(f"{mname}", region, nominal, variations, signal, report_dir,

@@ -140,8 +140,10 @@ class PseudoExperiments(AuditWorkflow):
         if b["scenario"].startswith("attack/"):
             with np.load(inp["likelihood"]["rows"].path) as f:
                 rows_info = {k: f[k] for k in f.files}
+            from tasks.attacks import regions_from_arrays
+
             with np.load(inp["attack"]["outputs"].path) as f:
-                truth = attacked_truth(lk, rows_info, f["rows"], f["attacked"])
+                truth = attacked_truth(lk, rows_info, f["rows"], f["attacked"], regions_from_arrays(f))
         elif b["scenario"] in lk["truths"]:
             truth = lk["truths"][b["scenario"]]
         else:

@@ -335,5 +335,7 @@ def test_standard_output_shift_counts_migration():
     out = standard_output_shift(p, p, w, nominal, np.array([False, True, True, True]))
     assert out["histogram_l1_relative"] == pytest.approx(2 / 3)
     assert out["mean_shift"] == pytest.approx((0.2 + 0.9 + 0.95) / 3 - (0.1 + 0.2 + 0.9) / 3)
+    # sorted pairs (0.1, 0.2), (0.2, 0.9), (0.9, 0.95): every quantile moves up
+    assert out["wasserstein"] == pytest.approx((0.1 + 0.7 + 0.05) / 3)
     same = standard_output_shift(p, p, w, nominal, nominal)
-    assert same == {"mean_shift": 0.0, "histogram_l1_relative": 0.0}
+    assert same == {"wasserstein": 0.0, "mean_shift": 0.0, "histogram_l1_relative": 0.0}

@@ -197,10 +197,11 @@ def correlation_matrix(x, w=None) -> np.ndarray:
     return c
 
 
-def correlation_change(x_nominal, x_attacked, w=None) -> float:
-    """||C_adv - C||_F / ||C||_F."""
+def correlation_change(x_nominal, x_attacked, w=None, w_attacked=None) -> float:
+    """||C_adv - C||_F / ||C||_F (``w_attacked``: weights of the attacked sample when it is
+    not the same events as the nominal one, e.g. after migration; default ``w``)."""
     c0 = correlation_matrix(x_nominal, w)
-    c1 = correlation_matrix(x_attacked, w)
+    c1 = correlation_matrix(x_attacked, w if w_attacked is None else w_attacked)
     return float(np.linalg.norm(c1 - c0) / max(np.linalg.norm(c0), 1e-12))
 
 
@@ -213,6 +214,9 @@ def _check_pair(nominal, attacked, weights, weights_attacked):
     if len(x0) == 0 or len(x1) == 0:
         raise AuditError("checks need non-empty nominal and attacked samples (is the region empty?)")
     w0 = _weights("weights", weights, len(x0))
+    if weights_attacked is None and weights is not None and len(x1) != len(x0):
+        raise AuditError(f"the attacked sample has {len(x1)} events and the nominal one {len(x0)}: "
+                         "pass weights_attacked (the weights of the attacked events)")
     w1 = w0 if weights_attacked is None and len(x1) == len(x0) else _weights("weights_attacked", weights_attacked, len(x1))
     return x0, x1, w0, w1
 
@@ -246,12 +250,13 @@ def feature_checks(nominal, attacked, weights=None, weights_attacked=None, featu
     return out
 
 
-def correlation_check(nominal, attacked, weights=None, region: str = "", thresholds=None) -> CheckResult:
+def correlation_check(nominal, attacked, weights=None, region: str = "", thresholds=None,
+                      weights_attacked=None) -> CheckResult:
+    """Relative change of the correlation matrix; the attacked sample may be other events
+    (migration) when ``weights_attacked`` is given."""
     t = resolve_thresholds(thresholds)
-    x0, x1, w0, _ = _check_pair(nominal, attacked, weights, None)
-    if len(x0) != len(x1):
-        raise AuditError("the correlation check needs event-matched nominal and attacked samples")
-    r = correlation_change(x0, x1, w0)
+    x0, x1, w0, w1 = _check_pair(nominal, attacked, weights, weights_attacked)
+    r = correlation_change(x0, x1, w0, w1)
     return CheckResult("correlation", None, region, r, t["correlation_rel_max"], r < t["correlation_rel_max"])
 
 
@@ -302,10 +307,11 @@ def band_checks(nominal, attacked, up, down, weights=None, weights_attacked=None
 
 def run_checks(nominal, attacked, weights=None, feature_names=None, region: str = "", outputs_nominal=None,
                outputs_attacked=None, up=None, down=None, weights_up=None, weights_down=None, thresholds=None,
-               which=None) -> list[CheckResult]:
+               which=None, weights_attacked=None) -> list[CheckResult]:
     """All configured checks for one region. ``which``: names from ``ALL_CHECKS`` (default:
     every check whose inputs are given: NN-output checks need outputs, band checks need up
-    and down)."""
+    and down). ``weights_attacked``: weights of the attacked sample when it is not the
+    nominal events one to one (events migrated into or out of the region)."""
     if which is None:
         which = list(FEATURE_CHECKS) + ["correlation"]
         if outputs_nominal is not None and outputs_attacked is not None:
@@ -315,20 +321,20 @@ def run_checks(nominal, attacked, weights=None, feature_names=None, region: str 
     unknown = sorted(set(which) - set(ALL_CHECKS))
     if unknown:
         raise AuditError(f"unknown checks {unknown}; known: {list(ALL_CHECKS)}")
-    out = feature_checks(nominal, attacked, weights, None, feature_names, region, thresholds,
+    out = feature_checks(nominal, attacked, weights, weights_attacked, feature_names, region, thresholds,
                          [c for c in which if c in FEATURE_CHECKS])
     if "correlation" in which:
-        out.append(correlation_check(nominal, attacked, weights, region, thresholds))
+        out.append(correlation_check(nominal, attacked, weights, region, thresholds, weights_attacked))
     nn = [c for c in which if c.startswith("nn_output")]
     if nn:
         if outputs_nominal is None or outputs_attacked is None:
             raise AuditError("NN-output checks need outputs_nominal and outputs_attacked")
-        out += nn_output_checks(outputs_nominal, outputs_attacked, weights, None, region, thresholds, nn)
+        out += nn_output_checks(outputs_nominal, outputs_attacked, weights, weights_attacked, region, thresholds, nn)
     if "band" in which:
         if up is None or down is None:
             raise AuditError("the band check needs the standard up and down samples")
-        out += band_checks(nominal, attacked, up, down, weights, None, weights_up, weights_down, feature_names,
-                           region, thresholds)
+        out += band_checks(nominal, attacked, up, down, weights, weights_attacked, weights_up, weights_down,
+                           feature_names, region, thresholds)
     return out
 
 

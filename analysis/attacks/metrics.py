@@ -7,7 +7,11 @@
   over thresholds, its peak before / after, and the value after the attack at the threshold
   that was optimal before (Nachman & Shimmin 2019: the "expected optimal cut");
 * signal-region yield shift: weighted yields above that threshold and the shift of the
-  NN-output histogram (L1 distance over uniform bins, relative to the total);
+  NN-output distribution: the Wasserstein-1 (earth mover's) distance of the normalised
+  distributions (bin-free; equals |mean shift| for a shift of every event in one direction,
+  and is ~0 for a random jitter), the mean shift, and the L1 distance of histograms on
+  uniform bins relative to the total (bin-dependent: events that cross a bin edge count
+  even when the distribution does not change);
 * distance moved in units of the envelope: per event and feature, (x_adv - x) divided by
   the room the envelope gives in that direction (1 = at the edge of the box).
 
@@ -95,12 +99,15 @@ def significance_curve(scores, labels, weights=None, thresholds=None) -> dict:
     return {"thresholds": t, "eps_s": eps_s, "eps_b": eps_b, "significance": sig_curve}
 
 
-def significance_summary(p_before, p_after, labels, weights=None, thresholds=None, min_eps_b: float = 1e-3) -> dict:
+def significance_summary(p_before, p_after, labels, weights=None, thresholds=None, min_eps_b: float = 1e-3,
+                         labels_after=None, weights_after=None) -> dict:
     """Peak eps_S/sqrt(eps_B) before / after, the nominal optimal threshold and the value
     after the attack at that threshold. Cuts with eps_B < ``min_eps_b`` are ignored (MC
-    statistics)."""
+    statistics). ``labels_after`` / ``weights_after``: the events after the attack when
+    they are not those before (migration)."""
     cb = significance_curve(p_before, labels, weights, thresholds)
-    ca = significance_curve(p_after, labels, weights, thresholds)
+    ca = significance_curve(p_after, labels if labels_after is None else labels_after,
+                            weights if weights_after is None else weights_after, thresholds)
 
     def peak(c):
         v = np.where(c["eps_b"] >= min_eps_b, c["significance"], np.nan)
@@ -123,35 +130,63 @@ def significance_summary(p_before, p_after, labels, weights=None, thresholds=Non
     }
 
 
-def output_shift(p_before, p_after, weights=None, bins: int = 20) -> dict:
-    """Shift of the NN-output distribution: weighted mean shift and the L1 distance of the
-    histograms on ``bins`` uniform bins in [0, 1], relative to the total weight."""
+def wasserstein_distance(a, b, wa=None, wb=None) -> float:
+    """Wasserstein-1 distance int |F_a - F_b| dx of two weighted 1-D distributions, each
+    normalised to its total weight (weights may be negative, as MC weights can be; scipy's
+    version rejects them)."""
+    a, b = _np("a", a), _np("b", b)
+    wa, wb = _w(wa, len(a)), _w(wb, len(b))
+    if len(a) == 0 or len(b) == 0 or wa.sum() == 0 or wb.sum() == 0:
+        raise AuditError("the Wasserstein distance needs two non-empty samples with non-zero total weight")
+    pts = np.sort(np.concatenate([a, b]))
+    ia, ib = np.argsort(a, kind="stable"), np.argsort(b, kind="stable")
+    ca = np.concatenate([[0.0], np.cumsum(wa[ia])]) / wa.sum()
+    cb = np.concatenate([[0.0], np.cumsum(wb[ib])]) / wb.sum()
+    fa = ca[np.searchsorted(a[ia], pts[:-1], side="right")]
+    fb = cb[np.searchsorted(b[ib], pts[:-1], side="right")]
+    return float(np.sum(np.abs(fa - fb) * np.diff(pts)))
+
+
+def output_shift(p_before, p_after, weights=None, bins: int = 20, weights_after=None) -> dict:
+    """Shift of the NN-output distribution: Wasserstein-1 distance, weighted mean shift, and
+    the L1 distance of the histograms on ``bins`` uniform bins in [0, 1] relative to the
+    total weight before. ``weights_after``: when the events after differ from those before
+    (migration), their weights (default: the same events, ``weights``)."""
     pb, pa = _np("p_before", p_before), _np("p_after", p_after)
     w = _w(weights, len(pb))
+    if weights_after is None and len(pa) != len(pb):
+        raise AuditError(f"{len(pa)} outputs after and {len(pb)} before: pass weights_after")
+    wa = w if weights_after is None else _w(weights_after, len(pa))
     edges = np.linspace(0.0, 1.0, bins + 1)
     hb = np.histogram(np.clip(pb, 0, 1), edges, weights=w)[0]
-    ha = np.histogram(np.clip(pa, 0, 1), edges, weights=w)[0]
+    ha = np.histogram(np.clip(pa, 0, 1), edges, weights=wa)[0]
     tot = max(abs(w.sum()), 1e-300)
+    mean = lambda p, ww: float(np.sum(ww * p) / ww.sum()) if ww.sum() else 0.0  # noqa: E731
     return {
-        "mean_shift": float(np.sum(w * (pa - pb)) / tot),
+        "wasserstein": wasserstein_distance(pa, pb, wa, w) if len(pa) and len(pb) and wa.sum() and w.sum() else 0.0,
+        "mean_shift": mean(pa, wa) - mean(pb, w),
         "histogram_l1_relative": float(np.abs(ha - hb).sum() / tot),
         "histogram_before": hb.tolist(),
         "histogram_after": ha.tolist(),
     }
 
 
-def yield_shift(p_before, p_after, labels=None, weights=None, threshold: float = 0.5) -> dict:
-    """Weighted yields with NN output >= threshold before / after (per class if labels)."""
+def yield_shift(p_before, p_after, labels=None, weights=None, threshold: float = 0.5, labels_after=None,
+                weights_after=None) -> dict:
+    """Weighted yields with NN output >= threshold before / after (per class if labels;
+    ``labels_after`` / ``weights_after`` when the events after differ: migration)."""
     pb, pa = _np("p_before", p_before), _np("p_after", p_after)
     w = _w(weights, len(pb))
-    groups = {"all": np.ones(len(pb), bool)}
+    wa = w if weights_after is None else _w(weights_after, len(pa))
+    groups = {"all": (np.ones(len(pb), bool), np.ones(len(pa), bool))}
     if labels is not None:
         y = _np("labels", labels)
-        groups.update({"signal": y == 1, "background": y == 0})
+        ya = y if labels_after is None else _np("labels_after", labels_after)
+        groups.update({"signal": (y == 1, ya == 1), "background": (y == 0, ya == 0)})
     out = {"threshold": float(threshold)}
-    for name, g in groups.items():
+    for name, (g, ga) in groups.items():
         b = float(w[g & (pb >= threshold)].sum())
-        a = float(w[g & (pa >= threshold)].sum())
+        a = float(wa[ga & (pa >= threshold)].sum())
         out[name] = {"before": b, "after": a, "relative_shift": (a - b) / b if b else float("nan")}
     return out
 
@@ -182,8 +217,11 @@ def envelope_distance(x, x_adv, envelope: Envelope, mask=None) -> dict:
 
 
 def attack_metrics(model, x, x_adv, envelope: Envelope, labels=None, weights=None, mask=None,
-                   threshold: float = 0.5, bins: int = 20) -> dict:
-    """All metrics for one attack as a JSON-ready dict (``mask``: e.g. the signal region)."""
+                   threshold: float = 0.5, bins: int = 20, mask_after=None) -> dict:
+    """All metrics for one attack as a JSON-ready dict. ``mask``: the events of interest
+    before the attack (e.g. the signal region); ``mask_after``: after it, where events
+    migrate (default ``mask``). Fooling ratio and distance are per event (``mask``); output
+    shift, AUC and significance compare the two event sets."""
     xt = torch.as_tensor(x)
     xa = torch.as_tensor(x_adv)
     dev = next(iter(model.parameters())).device if any(True for _ in model.parameters()) else torch.device("cpu")
@@ -191,21 +229,28 @@ def attack_metrics(model, x, x_adv, envelope: Envelope, labels=None, weights=Non
     pa = model_probabilities(model, xa.to(dev)).cpu().numpy()
     n = len(pb)
     w = _w(weights, n)
-    m = np.ones(n, bool) if mask is None else np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask, bool)
+
+    def as_mask(v):
+        return np.ones(n, bool) if v is None else np.asarray(v.cpu() if hasattr(v, "cpu") else v, bool)
+
+    m = as_mask(mask)
+    ma = m if mask_after is None else as_mask(mask_after)
     out = {
         "n_events": int(n),
         "n_in_mask": int(m.sum()),
-        "output_shift": output_shift(pb[m], pa[m], w[m], bins),
+        "n_in_mask_after": int(ma.sum()),
+        "output_shift": output_shift(pb[m], pa[ma], w[m], bins, weights_after=w[ma]),
         "distance": envelope_distance(xt, xa, envelope, m),
     }
     if labels is not None:
         y = _np("labels", labels)
         out["fooling_ratio"] = fooling_ratio(pb, pa, y, threshold, m)
-        ym = y[m]
-        if (ym == 1).any() and (ym == 0).any():
-            out["auc_before"] = weighted_auc(pb[m], ym, w[m])
-            out["auc_after"] = weighted_auc(pa[m], ym, w[m])
-            sig = significance_summary(pb[m], pa[m], ym, w[m])
+        yb, ya = y[m], y[ma]
+        if all((v == 1).any() and (v == 0).any() for v in (yb, ya)):
+            out["auc_before"] = weighted_auc(pb[m], yb, w[m])
+            out["auc_after"] = weighted_auc(pa[ma], ya, w[ma])
+            sig = significance_summary(pb[m], pa[ma], yb, w[m], labels_after=ya, weights_after=w[ma])
             out["significance"] = sig
-            out["yield_shift"] = yield_shift(pb[m], pa[m], ym, w[m], sig["nominal_threshold"])
+            out["yield_shift"] = yield_shift(pb[m], pa[ma], yb, w[m], sig["nominal_threshold"],
+                                             labels_after=ya, weights_after=w[ma])
     return out
