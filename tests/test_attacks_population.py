@@ -10,6 +10,7 @@ from analysis.attacks import (
     Envelope, apply_generator, fooling_ratio, load_generator, make_attack, model_probabilities, save_generator,
 )
 from analysis.attacks.checks import correlation_change, jsd_distance, ks_statistic
+from analysis.errors import AuditError
 from analysis.attacks.toy import make_toy_events, train_toy_model
 
 
@@ -123,3 +124,30 @@ def test_adversarial_network_keeps_correlations_when_asked(toy):
         toy["model"], x, toy["env"], "shift_output", **kw)
     assert stopped.info["stopped_by"] == "correlation"
     assert correlation_change(toy["x"], stopped.x_adv.numpy(), w) <= limit
+
+
+def test_adversarial_network_stops_before_leaving_the_standard_band(toy):
+    from analysis.attacks.checks import band_checks
+
+    x = torch.as_tensor(toy["x"])
+    w = toy["weights"]
+    env = toy["env"]
+    common = dict(hidden=[16, 16], epochs=6, learning_rate=0.01, ks_obs_max=1.0, ks_nn_max=1.0, ks_check_every=1)
+    kw = dict(labels=toy["labels"], weights=w, seed=4)
+
+    def outside(xa, sigma):
+        up, down = (env.nominal + env.up_shift).numpy(), (env.nominal + env.down_shift).numpy()
+        movable = env.movable.numpy()
+        res = band_checks(toy["x"][:, movable], xa[:, movable], up[:, movable], down[:, movable], w, None, w, w,
+                          thresholds={"band_tolerance_sigma": sigma, "bins": 20})
+        return sum(c.details["bins_outside"] for c in res)
+
+    free = make_attack("adversarial_network", **common).attack(toy["model"], x, env, "shift_output", **kw)
+    assert outside(free.x_adv.numpy(), 0.5) > 0  # unconstrained, g leaves the band
+    stopped = make_attack("adversarial_network", band_sigma=0.5, **common).attack(
+        toy["model"], x, env, "shift_output", **kw)
+    assert stopped.info["stopped_by"] == "band"
+    assert outside(stopped.x_adv.numpy(), 0.5) == 0
+    assert any(h.get("band_bins_outside", 0) > 0 for h in stopped.info["history"])
+    with pytest.raises(AuditError, match="band_bins"):
+        make_attack("adversarial_network", band_bins=0)

@@ -21,7 +21,11 @@ the last state that passed is kept. The criterion is evaluated after every epoch
 keep the linear correlations (the correlation check of the audit): ``lambda_corr`` adds
 lambda_corr * ||C(g(x)) - C(x)||_F / ||C(x)||_F of each batch to the loss, and ``corr_max``
 (> 0) also stops training when the relative correlation change of all attacked events
-exceeds it. The learned g is returned as a state dict
+exceeds it. ``band_sigma`` (> 0) stops training when a histogram of any feature of the
+attacked events (``band_bins`` equal-population bins) leaves the band of the nominal and
+standard up / down histograms widened by ``band_sigma`` times its MC statistical
+uncertainty (the audit's band check, here without region re-selection). The learned g is
+returned as a state dict
 (``extra["generator"]``) and can be saved and reapplied with ``apply_generator``.
 """
 
@@ -38,7 +42,7 @@ from analysis.errors import AuditError
 from analysis.attacks.base import (
     Attack, AttackContext, check_float, check_int, model_logits,
 )
-from analysis.attacks.checks import correlation_change, ks_statistic
+from analysis.attacks.checks import band_checks, correlation_change, ks_statistic
 from analysis.attacks.envelope import Envelope, project_box
 
 
@@ -157,6 +161,8 @@ class AdversarialNetworkAttack(Attack):
         "ks_check_every": 0,
         "lambda_corr": 0.0,
         "corr_max": 0.0,
+        "band_sigma": 0.0,
+        "band_bins": 20,
     }
 
     def validate(self, s):
@@ -167,8 +173,9 @@ class AdversarialNetworkAttack(Attack):
         s["epochs"] = check_int("epochs", s["epochs"], 0)
         s["train_batch_size"] = check_int("train_batch_size", s["train_batch_size"], 1)
         s["learning_rate"] = check_float("learning_rate", s["learning_rate"], 0.0, open_min=True)
-        for k in ("lambda_cls", "lambda_obs", "ks_obs_max", "ks_nn_max", "lambda_corr", "corr_max"):
+        for k in ("lambda_cls", "lambda_obs", "ks_obs_max", "ks_nn_max", "lambda_corr", "corr_max", "band_sigma"):
             s[k] = check_float(k, s[k], 0.0)
+        s["band_bins"] = check_int("band_bins", s["band_bins"], 1)
         s["rho"] = check_float("rho", s["rho"], 0.0, 1.0)
         s["ks_check_every"] = check_int("ks_check_every", s["ks_check_every"], 0)
         return s
@@ -222,6 +229,16 @@ class AdversarialNetworkAttack(Attack):
                 ks_nn = ks_statistic(fa.cpu().numpy()[keep_np], f0.cpu().numpy()[keep_np], w_np[keep_np], w_np[keep_np])
             return ks_obs, ks_nn
 
+        att_np = attacked.cpu().numpy()
+        band_x = {"up": (ctx.nominal + ctx.up_shift).cpu().numpy()[att_np],
+                  "down": (ctx.nominal + ctx.down_shift).cpu().numpy()[att_np]}
+
+        def bins_outside_band(xa_np) -> int:
+            checks = band_checks(x_np[att_np][:, movable], xa_np[att_np][:, movable], band_x["up"][:, movable],
+                                 band_x["down"][:, movable], w_np[att_np], None, w_np[att_np], w_np[att_np],
+                                 thresholds={"band_tolerance_sigma": s["band_sigma"], "bins": s["band_bins"]})
+            return sum(c.details["bins_outside"] for c in checks)
+
         best_state = {k: v.detach().clone() for k, v in g.state_dict().items()}
         history = []
         stopped_by = "epochs"
@@ -237,14 +254,20 @@ class AdversarialNetworkAttack(Attack):
             ks_obs, ks_nn = ks_now(apply_all())
             g.train()
             entry = {"epoch": round(epoch_float, 4), "ks_obs": ks_obs, "ks_nn": ks_nn}
-            corr = None
+            corr, band_out = None, 0
+            if s["corr_max"] > 0 or s["band_sigma"] > 0:
+                xa_np = apply_all().cpu().numpy()
             if s["corr_max"] > 0:
-                corr = correlation_change(x_np, apply_all().cpu().numpy(), w_np)
+                corr = correlation_change(x_np, xa_np, w_np)
                 entry["correlation"] = corr
+            if s["band_sigma"] > 0:
+                band_out = bins_outside_band(xa_np)
+                entry["band_bins_outside"] = band_out
             history.append(entry)
-            if ks_obs > s["ks_obs_max"] or ks_nn > s["ks_nn_max"] or (corr is not None and corr > s["corr_max"]):
+            if (ks_obs > s["ks_obs_max"] or ks_nn > s["ks_nn_max"] or (corr is not None and corr > s["corr_max"])
+                    or band_out > 0):
                 stopped_by = ("ks_obs" if ks_obs > s["ks_obs_max"] else "ks_nn" if ks_nn > s["ks_nn_max"]
-                              else "correlation")
+                              else "correlation" if corr is not None and corr > s["corr_max"] else "band")
                 g.load_state_dict(best_state)
                 return True
             best_state = {k: v.detach().clone() for k, v in g.state_dict().items()}
