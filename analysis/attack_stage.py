@@ -120,6 +120,7 @@ class AttackOutcome:
 
 def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str, systematic: str,
                attack_name: str) -> AttackOutcome:
+    from analysis.attack_regions import candidates, regions_after_attack
     from analysis.attacks.metrics import attack_metrics
     from analysis.attacks.registry import get_attack_class
 
@@ -129,8 +130,6 @@ def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str,
     kind = spec.pop("type", attack_name)
     objective = spec.pop("objective", cfg.audit.get("objective", "shift_output"))
     attack = get_attack_class(kind)(**spec)
-    from analysis.attack_regions import candidates, regions_after_attack
-
     rows = attack_rows(sample, cfg, systematic)
     envelope = build_envelope(sample, rows, cfg, systematic)
     x = sample.X[NOMINAL][rows]
