@@ -138,8 +138,12 @@ def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str,
     sr = cfg.signal_region
     mask = candidates(sample, sr, systematic)[rows] if objective == "shift_output" else None
     seed = derive_seed(cfg.seed, "attack", model_name, systematic, attack_name)
+    def hidden(x_candidate) -> bool:
+        """The audit's own verdict on a candidate result (attacks with keep_hidden use it)."""
+        return validate_attack(model, sample, rows, x_candidate, cfg, systematic)["hidden"]
+
     result = attack.attack(model, x, envelope, objective=objective, labels=y, weights=w, seed=seed,
-                           mask=mask, event_keys=event_keys(sample, rows))
+                           mask=mask, event_keys=event_keys(sample, rows), monitor=hidden)
     x_adv = result.numpy()
     regions = regions_after_attack(sample, rows, x_adv, cfg, systematic)
     metrics = attack_metrics(model, x, x_adv, envelope, labels=y, weights=w,

@@ -126,28 +126,35 @@ def test_adversarial_network_keeps_correlations_when_asked(toy):
     assert correlation_change(toy["x"], stopped.x_adv.numpy(), w) <= limit
 
 
-def test_adversarial_network_stops_before_leaving_the_standard_band(toy):
-    from analysis.attacks.checks import band_checks
-
+def test_adversarial_network_keeps_only_states_the_monitor_accepts(toy):
     x = torch.as_tensor(toy["x"])
     w = toy["weights"]
-    env = toy["env"]
     common = dict(hidden=[16, 16], epochs=6, learning_rate=0.01, ks_obs_max=1.0, ks_nn_max=1.0, ks_check_every=1)
     kw = dict(labels=toy["labels"], weights=w, seed=4)
+    free = make_attack("adversarial_network", **common).attack(toy["model"], x, toy["env"], "shift_output", **kw)
+    moved = np.abs(free.x_adv.numpy() - toy["x"]).sum(1).mean()
+    assert moved > 0
+    # a monitor that accepts small moves only: the result is the last accepted state
+    limit = 0.3 * moved
+    calls = []
 
-    def outside(xa, sigma):
-        up, down = (env.nominal + env.up_shift).numpy(), (env.nominal + env.down_shift).numpy()
-        movable = env.movable.numpy()
-        res = band_checks(toy["x"][:, movable], xa[:, movable], up[:, movable], down[:, movable], w, None, w, w,
-                          thresholds={"band_tolerance_sigma": sigma, "bins": 20})
-        return sum(c.details["bins_outside"] for c in res)
+    def small(xa):
+        calls.append(1)
+        return bool(np.abs(xa - toy["x"]).sum(1).mean() <= limit)
 
-    free = make_attack("adversarial_network", **common).attack(toy["model"], x, env, "shift_output", **kw)
-    assert outside(free.x_adv.numpy(), 0.5) > 0  # unconstrained, g leaves the band
-    stopped = make_attack("adversarial_network", band_sigma=0.5, **common).attack(
-        toy["model"], x, env, "shift_output", **kw)
-    assert stopped.info["stopped_by"] == "band"
-    assert outside(stopped.x_adv.numpy(), 0.5) == 0
-    assert any(h.get("band_bins_outside", 0) > 0 for h in stopped.info["history"])
-    with pytest.raises(AuditError, match="band_bins"):
-        make_attack("adversarial_network", band_bins=0)
+    kept = make_attack("adversarial_network", keep_hidden=True, **common).attack(
+        toy["model"], x, toy["env"], "shift_output", monitor=small, **kw)
+    assert np.abs(kept.x_adv.numpy() - toy["x"]).sum(1).mean() <= limit
+    assert kept.info["monitor_rejected"] > 0 and len(calls) == len(kept.info["history"])
+    assert kept.info["stopped_by"] == "epochs"  # rejected states do not end the training
+    # nothing accepted: g stays the identity
+    none = make_attack("adversarial_network", keep_hidden=True, **common).attack(
+        toy["model"], x, toy["env"], "shift_output", monitor=lambda xa: False, **kw)
+    assert torch.equal(none.x_adv, x) and none.info["epochs_kept"] == 0
+    # without a monitor (or with one that is not callable) keep_hidden is an error
+    with pytest.raises(AuditError, match="keep_hidden needs a monitor"):
+        make_attack("adversarial_network", keep_hidden=True, **common).attack(toy["model"], x, toy["env"], **kw)
+    with pytest.raises(AuditError, match="monitor must be callable"):
+        make_attack("adversarial_network", **common).attack(toy["model"], x, toy["env"], monitor=3, **kw)
+    with pytest.raises(AuditError, match="keep_hidden"):
+        make_attack("adversarial_network", keep_hidden="yes")

@@ -21,11 +21,12 @@ the last state that passed is kept. The criterion is evaluated after every epoch
 keep the linear correlations (the correlation check of the audit): ``lambda_corr`` adds
 lambda_corr * ||C(g(x)) - C(x)||_F / ||C(x)||_F of each batch to the loss, and ``corr_max``
 (> 0) also stops training when the relative correlation change of all attacked events
-exceeds it. ``band_sigma`` (> 0) stops training when a histogram of any feature of the
-attacked events (``band_bins`` equal-population bins) leaves the band of the nominal and
-standard up / down histograms widened by ``band_sigma`` times its MC statistical
-uncertainty (the audit's band check, here without region re-selection). The learned g is
-returned as a state dict
+exceeds it. ``keep_hidden`` (with a ``monitor`` from the caller, e.g. the audit's own
+checks per region after re-selection) keeps only states the monitor calls hidden: training
+goes on through states it rejects (a histogram bin stepping out and back in must not end
+the training), and the last accepted state is returned (``info["monitor_rejected"]``
+counts the rejections; with no accepted state g stays the identity). The learned
+g is returned as a state dict
 (``extra["generator"]``) and can be saved and reapplied with ``apply_generator``.
 """
 
@@ -40,9 +41,9 @@ from torch import nn
 
 from analysis.errors import AuditError
 from analysis.attacks.base import (
-    Attack, AttackContext, check_float, check_int, model_logits,
+    Attack, AttackContext, check_bool, check_float, check_int, model_logits,
 )
-from analysis.attacks.checks import band_checks, correlation_change, ks_statistic
+from analysis.attacks.checks import correlation_change, ks_statistic
 from analysis.attacks.envelope import Envelope, project_box
 
 
@@ -161,8 +162,7 @@ class AdversarialNetworkAttack(Attack):
         "ks_check_every": 0,
         "lambda_corr": 0.0,
         "corr_max": 0.0,
-        "band_sigma": 0.0,
-        "band_bins": 20,
+        "keep_hidden": False,
     }
 
     def validate(self, s):
@@ -173,9 +173,9 @@ class AdversarialNetworkAttack(Attack):
         s["epochs"] = check_int("epochs", s["epochs"], 0)
         s["train_batch_size"] = check_int("train_batch_size", s["train_batch_size"], 1)
         s["learning_rate"] = check_float("learning_rate", s["learning_rate"], 0.0, open_min=True)
-        for k in ("lambda_cls", "lambda_obs", "ks_obs_max", "ks_nn_max", "lambda_corr", "corr_max", "band_sigma"):
+        for k in ("lambda_cls", "lambda_obs", "ks_obs_max", "ks_nn_max", "lambda_corr", "corr_max"):
             s[k] = check_float(k, s[k], 0.0)
-        s["band_bins"] = check_int("band_bins", s["band_bins"], 1)
+        s["keep_hidden"] = check_bool("keep_hidden", s["keep_hidden"])
         s["rho"] = check_float("rho", s["rho"], 0.0, 1.0)
         s["ks_check_every"] = check_int("ks_check_every", s["ks_check_every"], 0)
         return s
@@ -229,16 +229,9 @@ class AdversarialNetworkAttack(Attack):
                 ks_nn = ks_statistic(fa.cpu().numpy()[keep_np], f0.cpu().numpy()[keep_np], w_np[keep_np], w_np[keep_np])
             return ks_obs, ks_nn
 
-        att_np = attacked.cpu().numpy()
-        band_x = {"up": (ctx.nominal + ctx.up_shift).cpu().numpy()[att_np],
-                  "down": (ctx.nominal + ctx.down_shift).cpu().numpy()[att_np]}
-
-        def bins_outside_band(xa_np) -> int:
-            checks = band_checks(x_np[att_np][:, movable], xa_np[att_np][:, movable], band_x["up"][:, movable],
-                                 band_x["down"][:, movable], w_np[att_np], None, w_np[att_np], w_np[att_np],
-                                 thresholds={"band_tolerance_sigma": s["band_sigma"], "bins": s["band_bins"]})
-            return sum(c.details["bins_outside"] for c in checks)
-
+        if s["keep_hidden"] and ctx.monitor is None:
+            raise AuditError("keep_hidden needs a monitor (the audit passes its checks as one)")
+        use_monitor = s["keep_hidden"]
         best_state = {k: v.detach().clone() for k, v in g.state_dict().items()}
         history = []
         stopped_by = "epochs"
@@ -254,22 +247,23 @@ class AdversarialNetworkAttack(Attack):
             ks_obs, ks_nn = ks_now(apply_all())
             g.train()
             entry = {"epoch": round(epoch_float, 4), "ks_obs": ks_obs, "ks_nn": ks_nn}
-            corr, band_out = None, 0
-            if s["corr_max"] > 0 or s["band_sigma"] > 0:
+            corr, accepted = None, True
+            if s["corr_max"] > 0 or use_monitor:
                 xa_np = apply_all().cpu().numpy()
             if s["corr_max"] > 0:
                 corr = correlation_change(x_np, xa_np, w_np)
                 entry["correlation"] = corr
-            if s["band_sigma"] > 0:
-                band_out = bins_outside_band(xa_np)
-                entry["band_bins_outside"] = band_out
+            if use_monitor:
+                accepted = bool(ctx.monitor(xa_np))
+                entry["monitor_accepted"] = accepted
             history.append(entry)
-            if (ks_obs > s["ks_obs_max"] or ks_nn > s["ks_nn_max"] or (corr is not None and corr > s["corr_max"])
-                    or band_out > 0):
+            if ks_obs > s["ks_obs_max"] or ks_nn > s["ks_nn_max"] or (corr is not None and corr > s["corr_max"]):
                 stopped_by = ("ks_obs" if ks_obs > s["ks_obs_max"] else "ks_nn" if ks_nn > s["ks_nn_max"]
-                              else "correlation" if corr is not None and corr > s["corr_max"] else "band")
+                              else "correlation")
                 g.load_state_dict(best_state)
                 return True
+            if not accepted:
+                return False  # not kept, but training goes on
             best_state = {k: v.detach().clone() for k, v in g.state_dict().items()}
             kept["epochs"] = epoch_float
             return False
@@ -312,9 +306,11 @@ class AdversarialNetworkAttack(Attack):
                         break
             if stop:
                 break
+        g.load_state_dict(best_state)  # the last state that passed every criterion
         epochs_kept = kept["epochs"]
         g.eval()
         xa = apply_all()
         info = {"epochs_kept": epochs_kept, "stopped_by": stopped_by, "history": history,
-                "nn_ks_monitored": bool(keep_np.any())}
+                "nn_ks_monitored": bool(keep_np.any()),
+                "monitor_rejected": sum(1 for h in history if h.get("monitor_accepted") is False)}
         return xa, info, {"generator": generator_to_dict(g.cpu())}

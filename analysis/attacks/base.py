@@ -168,6 +168,9 @@ class AttackContext:
     objective: str
     envelope: Envelope
     feature_names: list[str] | None
+    # optional judge of a whole result: callable(x_adv (N, F) numpy) -> True when the
+    # audit's checks would call it hidden (used by population attacks that support it)
+    monitor: object = None
 
     def rows(self, idx: torch.Tensor) -> "AttackContext":
         idx_cpu = idx.cpu()
@@ -276,6 +279,7 @@ class Attack:
         seed: int = 0,
         mask=None,
         event_keys=None,
+        monitor=None,
         **settings,
     ) -> AttackResult:
         """Attack events ``x`` (N, F) inside ``envelope``; see the module docstring.
@@ -283,8 +287,11 @@ class Attack:
         ``labels`` (N,) 1 = signal, 0 = background (needed by the two class objectives);
         ``weights`` (N,) event weights (population attacks and metrics); ``mask`` (N,) bool,
         events allowed to move (e.g. signal-region membership); ``event_keys`` (N,) integers
-        that key the per-event random numbers (default: a hash of the event's features).
-        Settings given here override those given to the constructor.
+        that key the per-event random numbers (default: a hash of the event's features);
+        ``monitor`` an optional callable(x_adv (N, F) numpy array) -> bool saying whether a
+        whole result would pass the audit's checks (the adversarial network with
+        ``keep_hidden`` keeps only states it accepts). Settings given here override those
+        given to the constructor.
         """
         s = self.resolve({**self._given, **settings})
         if not isinstance(model, torch.nn.Module):
@@ -294,6 +301,8 @@ class Attack:
         if not isinstance(envelope, Envelope):
             raise AuditError(f"envelope must be an analysis.attacks.Envelope, got {type(envelope).__name__}")
         seed = check_int("seed", seed, 0)
+        if monitor is not None and not callable(monitor):
+            raise AuditError(f"monitor must be callable (x_adv -> bool), got {type(monitor).__name__}")
         x_in = x
         if isinstance(x, torch.Tensor):
             out_device = x.device
@@ -355,7 +364,7 @@ class Attack:
             model, dev, x.to(dev), envelope.lower.to(dev), envelope.upper.to(dev), envelope.integer.to(dev),
             envelope.nominal.to(dev), envelope.up_shift.to(dev), envelope.down_shift.to(dev), sign.to(dev),
             attacked.to(dev), target.to(dev), None if lab is None else lab.to(dev), w.to(dev), keys, seed, objective, envelope,
-            envelope.feature_names,
+            envelope.feature_names, monitor,
         )
         x_adv = x.to(dev).clone()
         info: dict = {}
