@@ -91,6 +91,10 @@ def systematic_entry(standard_impact_mu: float, standard: Mapping, attacks: Mapp
             raise AuditError(f"attack {a!r} needs 'hidden' and 'impact_mu' to summarise it")
     largest, responsible = largest_hidden(attacks)
     entry = dict(optional)
+    if entry.get("control_impact_mu") is not None:
+        # a hidden impact below the random control's is within the MC-statistics noise floor
+        entry["largest_hidden_exceeds_control"] = bool(largest is not None
+                                                       and largest > float(entry["control_impact_mu"]))
     if "standard_output_shift" in entry:
         entry["output_shift_comparison"] = output_shift_comparison(entry["standard_output_shift"], attacks)
     entry.update(
@@ -543,6 +547,10 @@ def _attack_details(s: Mapping) -> str:
         parts.append(f"<tr><td class=name>{d}</td><td>{_fmt(r['bias'])}</td><td>{_fmt(r['pull_mean'])}</td>"
                      f"<td>{_fmt(r['pull_width'])}</td><td>{_fmt(r['coverage'])}</td></tr>")
     parts.append("</table>")
+    if s.get("control_impact_mu") is not None:
+        parts.append(f"<p>Impact of the random control attack on &mu; (the noise floor of attack impacts from "
+                     f"MC statistics): {_fmt(s['control_impact_mu'])}; largest hidden impact above it: "
+                     f"{'yes' if s.get('largest_hidden_exceeds_control') else 'no'}</p>")
     cmp = s.get("output_shift_comparison")
     if cmp:
         parts.append(

@@ -110,10 +110,13 @@ class AttackAudit(AuditTask):
                     outputs[NOMINAL][rows], outputs[f"{syst}_{d}"][rows], sample.weight[rows],
                     sample.region[(sr, NOMINAL)][rows], sample.region[(sr, f"{syst}_{d}")][rows])
                     for d in ("up", "down")}
+                # the random control's impact: how far MC statistics alone move mu (noise floor)
+                controls = [a for a in attacks if cfg.attacks[a].get("type", a) == "random"]
+                control = {"control_impact_mu": max(entries[a]["impact_mu"] for a in controls)} if controls else {}
                 systs[syst] = systematic_entry(0.0 if impact_failed else impact, standard, entries,
                                                standard_impact_fit_failed=impact_failed,
                                                description=cfg.systematics[syst].description,
-                                               standard_output_shift=output_shift)
+                                               standard_output_shift=output_shift, **control)
             z_asimov = float(asimov_significance(model, mu=lk["mu_true"]))
             models[mname] = {
                 "auc": float(evaluation["auc"]),

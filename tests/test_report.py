@@ -339,3 +339,25 @@ def test_standard_output_shift_counts_migration():
     assert out["wasserstein"] == pytest.approx((0.1 + 0.7 + 0.05) / 3)
     same = standard_output_shift(p, p, w, nominal, nominal)
     assert same == {"wasserstein": 0.0, "mean_shift": 0.0, "histogram_l1_relative": 0.0}
+
+
+def test_output_shift_comparison_and_control_floor(tmp_path):
+    attacks = {"adv": _attack(True, 0.2), "pgd": _attack(False, 0.5), "random": _attack(True, 0.05)}
+    attacks["adv"]["metrics"] = {"output_shift_wasserstein": 0.015}
+    attacks["pgd"]["metrics"] = {"output_shift_wasserstein": 0.03}  # not hidden: does not count
+    attacks["random"]["metrics"] = {"output_shift_wasserstein": 0.002}
+    shift = {"up": {"wasserstein": 0.0136}, "down": {"wasserstein": 0.0126}}
+    e = report.systematic_entry(0.1, _standard(), attacks, standard_output_shift=shift, control_impact_mu=0.05)
+    assert e["output_shift_comparison"] == {"standard_wasserstein": 0.0136, "largest_hidden_wasserstein": 0.015,
+                                            "attack": "adv", "hidden_exceeds_standard": True}
+    assert e["largest_hidden_exceeds_control"] is True
+    below = report.systematic_entry(0.1, _standard(), {"adv": attacks["adv"]}, control_impact_mu=0.3,
+                                    standard_output_shift={"up": {"wasserstein": 0.02}, "down": {"wasserstein": 0.0}})
+    assert below["largest_hidden_exceeds_control"] is False
+    assert below["output_shift_comparison"]["hidden_exceeds_standard"] is False
+    summary = report.make_summary(tool_version="0", config="c", version="v",
+                                  models={"m": {"auc": 0.8, "expected_significance": 2.0, "penalty": {},
+                                                "systematics": {"tes": e}}})
+    html = report.render_html(summary, tmp_path)
+    assert "a hidden attack moves the output more than the standard shift" in html
+    assert "noise floor" in html
