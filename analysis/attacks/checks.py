@@ -109,14 +109,18 @@ def ks_statistic(a, b, wa=None, wb=None) -> float:
         raise AuditError("KS test needs non-empty samples")
     wa = _weights("wa", wa, len(a))
     wb = _weights("wb", wb, len(b))
-    ia, ib = np.argsort(a, kind="stable"), np.argsort(b, kind="stable")
-    a, wa, b, wb = a[ia], wa[ia], b[ib], wb[ib]
-    ca = np.concatenate([[0.0], np.cumsum(wa)]) / wa.sum()
-    cb = np.concatenate([[0.0], np.cumsum(wb)]) / wb.sum()
-    pts = np.concatenate([a, b])
-    fa = ca[np.searchsorted(a, pts, side="right")]
-    fb = cb[np.searchsorted(b, pts, side="right")]
+    fa, fb = weighted_cdfs(a, b, wa, wb, np.concatenate([a, b]))
     return float(np.max(np.abs(fa - fb)))
+
+
+def weighted_cdfs(a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray, at: np.ndarray):
+    """Weighted empirical CDFs of ``a`` and ``b`` (each normalised to its total weight,
+    right-continuous) evaluated at the points ``at``: the common core of the KS statistic
+    and the Wasserstein distance."""
+    ia, ib = np.argsort(a, kind="stable"), np.argsort(b, kind="stable")
+    ca = np.concatenate([[0.0], np.cumsum(wa[ia])]) / wa.sum()
+    cb = np.concatenate([[0.0], np.cumsum(wb[ib])]) / wb.sum()
+    return ca[np.searchsorted(a[ia], at, side="right")], cb[np.searchsorted(b[ib], at, side="right")]
 
 
 def equal_population_edges(ref: np.ndarray, bins: int) -> np.ndarray:

@@ -25,6 +25,7 @@ import torch
 
 from analysis.errors import AuditError
 from analysis.attacks.base import model_probabilities
+from analysis.attacks.checks import weighted_cdfs
 from analysis.attacks.envelope import Envelope
 
 
@@ -139,11 +140,7 @@ def wasserstein_distance(a, b, wa=None, wb=None) -> float:
     if len(a) == 0 or len(b) == 0 or wa.sum() == 0 or wb.sum() == 0:
         raise AuditError("the Wasserstein distance needs two non-empty samples with non-zero total weight")
     pts = np.sort(np.concatenate([a, b]))
-    ia, ib = np.argsort(a, kind="stable"), np.argsort(b, kind="stable")
-    ca = np.concatenate([[0.0], np.cumsum(wa[ia])]) / wa.sum()
-    cb = np.concatenate([[0.0], np.cumsum(wb[ib])]) / wb.sum()
-    fa = ca[np.searchsorted(a[ia], pts[:-1], side="right")]
-    fb = cb[np.searchsorted(b[ib], pts[:-1], side="right")]
+    fa, fb = weighted_cdfs(a, b, wa, wb, pts[:-1])
     return float(np.sum(np.abs(fa - fb) * np.diff(pts)))
 
 
