@@ -66,6 +66,7 @@ class AttackAudit(AuditTask):
     def _collect(self, report_dir: Path):
         from analysis import audit
         from analysis.attack_stage import attack_rows, attacked_systematics, configured_attacks
+        from analysis.ml.evaluation import outputs_per_variant
         from analysis.tables import NOMINAL
         from analysis.stats.model import Model
         from analysis.stats.significance import asimov_significance
@@ -86,7 +87,8 @@ class AttackAudit(AuditTask):
             lk = json.loads(Path(inputs["likelihood"]["collection"].targets[mi]["likelihood"].path).read_text())
             results = self._toys(mname, toy_branches, toy_targets)
             summaries = {sc: audit.toy_summary(r) for sc, r in results.items()}
-            outputs = self._outputs(mi, sample)
+            network = self._network(mi, sample)
+            outputs = outputs_per_variant(network, {v: sample.X[v] for v in sample.variants}, invalid="nan")
             model = Model(lk["spec"])
             asimov = model.concat_channels({ch: np.asarray(v) for ch, v in lk["truths"]["nominal"].items()},
                                            "nominal truth")
@@ -126,7 +128,7 @@ class AttackAudit(AuditTask):
                 "penalty": dict(cfg.models[mname].get("penalty") or {}),
                 "systematics": systs,
             }
-            figures += self._model_figures(mname, mi, models[mname], results, sample, outputs, attack_index,
+            figures += self._model_figures(mname, network, models[mname], results, sample, outputs, attack_index,
                                            inputs, report_dir, style)
         figures += audit.figure_impacts(models, report_dir, style)
         if len(models) > 1:
@@ -144,21 +146,19 @@ class AttackAudit(AuditTask):
                 chunks.setdefault(b["scenario"], []).append(ToyResult.load(targets[i].path))
         return {sc: merge(c) for sc, c in chunks.items()}
 
-    def _outputs(self, mi: int, sample) -> dict:
-        """NN outputs of model ``mi`` for every event in every variant (NaN where invalid)."""
-        from analysis.ml.evaluation import outputs_per_variant
+    def _network(self, mi: int, sample):
+        """The trained network of model ``mi``, loaded once for outputs and figures."""
         from analysis.ml.modelio import load_model
 
         model, _ = load_model(TrainModel.req(self, branch=mi).output()["model"].path,
                               available_features=sample.features)
-        return outputs_per_variant(model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
+        return model
 
-    def _model_figures(self, mname, mi, model_summary, results, sample, outputs, attack_index, inputs,
+    def _model_figures(self, mname, model, model_summary, results, sample, outputs, attack_index, inputs,
                        report_dir, style):
         from analysis import audit
         from analysis.attacks.checks import correlation_matrix
         from analysis.ml.evaluation import predict, significance_curve
-        from analysis.ml.modelio import load_model
         from analysis.tables import NOMINAL
 
         cfg = self.cfg
@@ -171,8 +171,6 @@ class AttackAudit(AuditTask):
         scenarios.append(f"attack/{first}/{best}")
         figures.append(audit.figure_toys(mname, results, [s for s in scenarios if s in results], report_dir, style))
 
-        model_dir = TrainModel.req(self, branch=mi).output()["model"].path
-        model, _ = load_model(model_dir, available_features=sample.features)
         thresholds = np.linspace(0.0, 1.0, 101)
         for syst, entry in systs.items():
             curves = {"thresholds": thresholds, "after": {}}
