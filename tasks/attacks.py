@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from analysis.errors import AuditError
 from tasks.base import AuditWorkflow, atomic_path, short_hash, write_json_atomic
 from tasks.training import TrainModel, load_sample
 
@@ -21,6 +22,11 @@ def region_arrays(regions: dict) -> dict:
 
 
 def regions_from_arrays(f) -> dict:
+    if "in_region_after" not in f.files or "region_names" not in f.files:
+        name = getattr(getattr(f, "fid", None), "name", "an attack output")
+        raise AuditError(f"{name} has no region membership "
+                         "after the attack (written by an older version of the tool): rerun with a new --version "
+                         "or remove the AttackSystematic outputs (--remove-output)")
     return {str(r): f["in_region_after"][i].astype(bool) for i, r in enumerate(f["region_names"])}
 
 

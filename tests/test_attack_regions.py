@@ -136,3 +136,17 @@ def test_wasserstein_distance_of_output_shifts():
         wasserstein_distance(p[:2], p[:2], np.array([1.0, -1.0]), np.ones(2))
     with pytest.raises(AuditError, match="pass weights_after"):
         output_shift(p, p[:10], w)
+
+
+def test_attack_outputs_without_region_membership_are_refused(tmp_path):
+    from tasks.attacks import region_arrays, regions_from_arrays
+
+    old = tmp_path / "attacked.npz"
+    np.savez(old, rows=np.arange(3), x_adv=np.zeros((3, 2)))  # as written before re-selection existed
+    with np.load(old) as f, pytest.raises(AuditError, match="attacked.npz has no region membership.*new --version"):
+        regions_from_arrays(f)
+    new = tmp_path / "new.npz"
+    np.savez(new, **region_arrays({"signal": np.array([True, False]), "cr": np.array([False, True])}))
+    with np.load(new) as f:
+        back = regions_from_arrays(f)
+    assert list(back) == ["signal", "cr"] and back["cr"].tolist() == [False, True]
