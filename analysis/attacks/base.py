@@ -17,9 +17,17 @@ Objectives (per event, on the model's logit z = log(f / (1 - f))):
 
 ``signal_as_background``  attack signal events (label 1), push z down;
 ``background_as_signal``  attack background events (label 0), push z up;
-``shift_output``          attack every event (optionally only ``mask``, e.g. the signal
-                          region) and push z in ``direction`` (+1: towards signal): the
-                          maximal shift of the NN output distribution.
+``shift_output``          attack every event (optionally only ``mask``) and push z in
+                          ``direction`` (+1: towards signal): the maximal shift of the NN
+                          output distribution.
+
+Which events move and which events the objective is about are separate: ``mask`` says who
+may move (the audit passes every selected event: a mismodelling is a property of the
+simulation, not of a region); ``objective_mask`` says whose objective counts (the audit
+passes the signal-region candidates). Event-wise attacks optimise each event's own
+objective, which does not depend on the event's region, so they move every event in
+``mask``; universal attacks (one learned mapping, ``universal = True``) are fitted on the
+objective's events and applied to every event in ``mask``.
 
 Model interface: any ``torch.nn.Module`` mapping (N, F) float32 features in physical units to
 (N,) probabilities in [0, 1]; if it has a ``logits`` method (``analysis.ml.models.MLP``), that
@@ -238,7 +246,7 @@ class Attack:
     name = "base"
     per_event = True
     # universal = True: one mapping moves every event in ``mask`` (the adversarial network);
-    # the objective's class only selects which events the adversarial loss is about
+    # the objective's class and ``objective_mask`` only select which events the loss is about
     universal = False
     defaults: dict = {}
 
@@ -279,6 +287,7 @@ class Attack:
         seed: int = 0,
         mask=None,
         event_keys=None,
+        objective_mask=None,
         monitor=None,
         **settings,
     ) -> AttackResult:
@@ -286,7 +295,9 @@ class Attack:
 
         ``labels`` (N,) 1 = signal, 0 = background (needed by the two class objectives);
         ``weights`` (N,) event weights (population attacks and metrics); ``mask`` (N,) bool,
-        events allowed to move (e.g. signal-region membership); ``event_keys`` (N,) integers
+        events allowed to move (default all); ``objective_mask`` (N,) bool, the events whose
+        objective a universal attack is fitted on (default ``mask``; event-wise attacks
+        ignore it, their per-event objective holds for every event); ``event_keys`` (N,) integers
         that key the per-event random numbers (default: a hash of the event's features);
         ``monitor`` an optional callable(x_adv (N, F) numpy array) -> bool saying whether a
         whole result would pass the audit's checks (the adversarial network with
@@ -350,6 +361,9 @@ class Attack:
             sign = torch.full((n,), float(s["direction"]))
         target = attacked
         if self.universal:
+            om = _vector("objective_mask", objective_mask, n)
+            if om is not None:
+                target = target & om.to(torch.bool)
             attacked = m.clone()
         if event_keys is None:
             keys = event_keys_from_features(envelope.nominal)
