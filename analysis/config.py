@@ -40,6 +40,7 @@ class Dataset:
     cross_section: float | None = None  # pb; None for flat tables that carry their own weights
     files: list[str] = field(default_factory=list)
     generate: dict | None = None  # {"n_events": int, "n_files": int}
+    raw_files: list[str] = field(default_factory=list)  # as written in the configuration
 
 
 @dataclass
@@ -121,6 +122,44 @@ class AnalysisConfig:
         in a section reruns exactly the tasks that depend on it."""
         payload = json.dumps({k: self.raw.get(k) for k in keys}, sort_keys=True, default=str)
         return hashlib.sha1(payload.encode()).hexdigest()[:10]
+
+
+# -- input files -----------------------------------------------------------------------
+def resolve_dataset_files(dataset: Dataset, config: AnalysisConfig) -> list[Path]:
+    """Absolute paths of a dataset's files, for every input kind: relative paths against the
+    configuration file's folder (so a config works from any working directory), ``~`` and
+    environment variables expanded, glob patterns expanded (sorted). AuditError naming the
+    dataset and the path for an unset variable, a pattern without match or a missing file."""
+    import glob
+    import re
+
+    base = Path(config.path).resolve().parent
+    where = _show(Path(config.path))
+    out: list[Path] = []
+    for text in dataset.raw_files or dataset.files:
+        text = os.path.expanduser(os.path.expandvars(text))
+        unset = re.findall(r"\$\{?(\w+)\}?", text)
+        if unset:
+            raise AuditError(
+                f"{where}: datasets.{dataset.name}.files: environment variable "
+                f"{unset[0]} is not set (used in '{text}')"
+            )
+        path = Path(text)
+        if not path.is_absolute():
+            path = base / path
+        if glob.has_magic(str(path)):
+            matches = sorted(Path(p) for p in glob.glob(str(path)))
+            if not matches:
+                raise AuditError(f"{where}: datasets.{dataset.name}.files: no file matches {path}")
+            out += [m.resolve() for m in matches]
+            continue
+        if not path.is_file():
+            raise AuditError(
+                f"dataset '{dataset.name}': input file {path.resolve()} does not exist "
+                f"(listed in {where} as '{text}'; relative paths are relative to the config's folder)"
+            )
+        out.append(path.resolve())
+    return out
 
 
 # -- loading ---------------------------------------------------------------------------
@@ -267,6 +306,7 @@ class _Validator:
                 name=name, process=self.get(spec, "process", where, str, name),
                 is_signal=self.get(spec, "is_signal", where, bool), cross_section=xs,
                 files=[os.path.expandvars(os.path.expanduser(f)) for f in files], generate=generate,
+                raw_files=[str(f) for f in files],
             )
         if not any(d.is_signal for d in out.values()):
             self.fail("datasets", "no dataset has is_signal: true")

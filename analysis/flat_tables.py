@@ -96,6 +96,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.config import AnalysisConfig, Dataset
+from analysis.config import resolve_dataset_files as _resolve_files
 from analysis.errors import AuditError
 from analysis.tables import (
     ID_COLUMNS,
@@ -113,7 +114,7 @@ SUFFIX_FORMATS = {".csv": "csv", ".txt": "csv", ".gz": "csv", ".bz2": "csv", ".z
 INPUT_KEYS = {
     "kind", "format", "tree", "id_column", "id_columns", "weight_column", "weight_variations",
     "label", "mt_column", "charge_column", "missing", "shifts", "declared_uncertainties",
-    "chunk_size",
+    "chunk_size", "weight_sanity",
 }
 MISSING_TREATMENTS = ("fill", "drop")
 DEFAULT_SHIFT_PATTERN = "{column}__{variant}"
@@ -350,36 +351,10 @@ def parse_flat_options(config: AnalysisConfig) -> FlatOptions:
 
 # -- files ---------------------------------------------------------------------------------
 def resolve_dataset_files(dataset: Dataset, config: AnalysisConfig) -> list[Path]:
-    """Absolute paths of a dataset's files: relative paths against the config's folder,
-    environment variables expanded, glob patterns expanded (sorted)."""
-    base = Path(config.path).resolve().parent
-    out: list[Path] = []
+    """Absolute paths of a dataset's files (see :func:`analysis.config.resolve_dataset_files`)."""
     if not dataset.files:
         raise AuditError(f"{_where(config)}: datasets.{dataset.name}.files: flat input needs files")
-    for text in dataset.files:
-        text = os.path.expanduser(os.path.expandvars(text))
-        unset = re.findall(r"\$\{?(\w+)\}?", text)
-        if unset:
-            raise AuditError(
-                f"{_where(config)}: datasets.{dataset.name}.files: environment variable "
-                f"{unset[0]} is not set (used in '{text}')"
-            )
-        path = Path(text)
-        if not path.is_absolute():
-            path = base / path
-        if glob.has_magic(str(path)):
-            matches = sorted(Path(p) for p in glob.glob(str(path)))
-            if not matches:
-                raise AuditError(f"dataset '{dataset.name}': no file matches {path}")
-            out += [m.resolve() for m in matches]
-            continue
-        if not path.is_file():
-            raise AuditError(
-                f"dataset '{dataset.name}': input file {path.resolve()} does not exist "
-                f"(listed in {_where(config)} as '{text}'; relative paths are relative to the config's folder)"
-            )
-        out.append(path.resolve())
-    return out
+    return _resolve_files(dataset, config)
 
 
 def file_format(path: Path, option: str | None) -> str:

@@ -43,6 +43,8 @@ ID_COLUMNS = ("run", "luminosityBlock", "event")
 NOMINAL = "nominal"
 # provenance numbers in ``meta.extra`` that add up when chunks are merged
 SUMMED_EXTRA_KEYS = ("sum_genweight", "n_events_processed")
+# provenance lists in ``meta.extra`` that are concatenated (per-file summaries, warnings)
+LISTED_EXTRA_KEYS = ("files", "warnings", "chunks")
 
 
 def feature_column(feature: str, variant: str = NOMINAL) -> str:
@@ -189,6 +191,17 @@ class FeatureTable:
     def subset(self, mask: np.ndarray) -> "FeatureTable":
         return FeatureTable({k: v[mask] for k, v in self.columns.items()}, self.meta)
 
+    @classmethod
+    def empty(cls, meta: TableMeta) -> "FeatureTable":
+        """A table with zero rows and every column of ``meta`` (dtypes of the layout)."""
+        cols = {"run": np.zeros(0, np.uint32), "luminosityBlock": np.zeros(0, np.uint32),
+                "event": np.zeros(0, np.uint64), "is_signal": np.zeros(0, bool),
+                "weight": np.zeros(0, np.float64)}
+        cols.update({weight_column(v): np.zeros(0, np.float64) for v in meta.weight_variations})
+        cols.update({feature_column(f, v): np.zeros(0, np.float32) for v in meta.variants for f in meta.features})
+        cols.update({region_column(r, v): np.zeros(0, bool) for v in meta.variants for r in meta.regions})
+        return cls(cols, meta)
+
     # -- combination -----------------------------------------------------------------
     @staticmethod
     def concat(tables: list["FeatureTable"]) -> "FeatureTable":
@@ -209,6 +222,13 @@ class FeatureTable:
         for key in SUMMED_EXTRA_KEYS:
             if all(key in t.meta.extra for t in tables):
                 extra[key] = sum(t.meta.extra[key] for t in tables)
+        for key in LISTED_EXTRA_KEYS:
+            if any(key in t.meta.extra for t in tables):
+                extra[key] = [x for t in tables for x in t.meta.extra.get(key, [])]
+        # a zero-row chunk (a file with zero entries) carries no genWeight information
+        if "has_gen_weight" in extra:
+            extra["has_gen_weight"] = any(t.meta.extra.get("has_gen_weight", False) for t in tables
+                                          if t.meta.extra.get("n_events_processed", 1))
         meta = TableMeta(**{**first.__dict__, "extra": extra})
         return FeatureTable(cols, meta)
 
@@ -259,4 +279,89 @@ def _sum_cutflows(cutflows: list[dict]) -> dict:
             dst = out.setdefault(variant, {})
             for step, n in steps.items():
                 dst[step] = dst.get(step, 0) + n
+    return out
+
+
+# -- weight sanity ---------------------------------------------------------------------------
+# Defaults of ``input.weight_sanity``. A dataset's selected events (nominal, any region) are
+# judged only from ``min_events`` on: with fewer, one event carries >= 1/N of the yield anyway.
+# ``max_weight_share``: no single event may carry more than this fraction of the dataset's
+# selected yield; ``min_effective_fraction``: the effective sample size (sum w)^2 / sum w^2
+# must be at least this fraction of the number of selected events (NLO samples with 20-30%
+# negative weights reach 0.16-0.36; a few events with weights 10^4 times the others < 0.01).
+WEIGHT_SANITY_DEFAULTS = {"min_events": 20, "max_weight_share": 0.1,
+                          "min_effective_fraction": 0.01, "action": "stop"}
+WEIGHT_SANITY_ACTIONS = ("stop", "warn")
+
+
+def weight_sanity_limits(section) -> dict:
+    """``input.weight_sanity`` merged over the defaults; AuditError naming the key if bad."""
+    section = section or {}
+    if not isinstance(section, dict):
+        raise AuditError("input.weight_sanity: expected a mapping "
+                         f"(keys: {sorted(WEIGHT_SANITY_DEFAULTS)})")
+    unknown = sorted(set(section) - set(WEIGHT_SANITY_DEFAULTS))
+    if unknown:
+        raise AuditError(f"input.weight_sanity.{unknown[0]}: unknown key (known: {sorted(WEIGHT_SANITY_DEFAULTS)})")
+    out = {**WEIGHT_SANITY_DEFAULTS, **section}
+    if out["action"] not in WEIGHT_SANITY_ACTIONS:
+        raise AuditError(f"input.weight_sanity.action: must be one of {list(WEIGHT_SANITY_ACTIONS)}, got {out['action']!r}")
+    n = out["min_events"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise AuditError(f"input.weight_sanity.min_events: must be a positive integer, got {n!r}")
+    for key in ("max_weight_share", "min_effective_fraction"):
+        x = out[key]
+        if not isinstance(x, (int, float)) or isinstance(x, bool) or not (0 <= x <= 1) or x != x:
+            raise AuditError(f"input.weight_sanity.{key}: must be a number in [0, 1], got {x!r}")
+    return out
+
+
+def weight_sanity(table: FeatureTable, limits: dict | None = None) -> dict:
+    """Per-dataset weight diagnostics of the nominally selected events: effective sample size
+    ``(sum w)^2 / sum w^2`` and the largest single-event share of the yield ``max|w| / |sum w|``,
+    the events with the largest weights, and which limits fail (``problems``; empty if none).
+    A non-positive total weight of a non-empty selection is always a problem."""
+    limits = weight_sanity_limits(limits)
+    sel = table.in_any_region()
+    w = table.weights()[sel]
+    ids = table.event_ids()[sel]
+    n = int(len(w))
+    out = {"n_selected": n, "sum_weights": float(w.sum()), "limits": limits, "problems": []}
+    if n == 0:
+        out.update(effective_sample_size=0.0, effective_fraction=None, max_weight_share=None,
+                   largest_weight_events=[])
+        return out
+    sw, sw2 = float(w.sum()), float((w ** 2).sum())
+    ess = sw * sw / sw2 if sw2 > 0 else 0.0
+    share = float(np.abs(w).max() / abs(sw)) if sw != 0 else float("inf")
+    top = np.argsort(-np.abs(w), kind="stable")[:5]
+    out.update(
+        effective_sample_size=ess, effective_fraction=ess / n, max_weight_share=share,
+        largest_weight_events=[
+            {"run": int(ids["run"][i]), "luminosityBlock": int(ids["luminosityBlock"][i]),
+             "event": int(ids["event"][i]), "weight": float(w[i]),
+             "share": float(abs(w[i]) / abs(sw)) if sw != 0 else None}
+            for i in top
+        ],
+    )
+    name = table.meta.dataset
+    if sw <= 0:
+        out["fatal"] = True
+        out["problems"].append(
+            f"dataset '{name}': the weights of its {n} selected events sum to {sw:.6g} (not positive): "
+            f"check the generator weights and the files of datasets.{name}")
+        return out
+    if n >= limits["min_events"]:
+        events = ", ".join(f"{e['run']}:{e['luminosityBlock']}:{e['event']} (w={e['weight']:.4g}, "
+                           f"{100 * e['share']:.1f}%)" for e in out["largest_weight_events"][:3])
+        if share > limits["max_weight_share"]:
+            out["problems"].append(
+                f"dataset '{name}': one event carries {100 * share:.1f}% of the selected yield "
+                f"(limit input.weight_sanity.max_weight_share = {limits['max_weight_share']}); "
+                f"largest weights (run:lumi:event): {events}")
+        if ess / n < limits["min_effective_fraction"]:
+            out["problems"].append(
+                f"dataset '{name}': effective sample size {ess:.1f} of {n} selected events "
+                f"({ess / n:.3g} < input.weight_sanity.min_effective_fraction = "
+                f"{limits['min_effective_fraction']}); largest weights (run:lumi:event): {events}")
     return out

@@ -81,8 +81,11 @@ class SelectEvents(AuditWorkflow):
                     branches.append(dict(dataset=name, index=i, file=None, generate_branch=gen_index))
                     gen_index += 1
             else:
-                for i, f in enumerate(ds.files):
-                    branches.append(dict(dataset=name, index=i, file=f, generate_branch=None))
+                from analysis.config import resolve_dataset_files
+
+                # relative to the config's folder, globs and environment variables expanded
+                for i, f in enumerate(resolve_dataset_files(ds, cfg)):
+                    branches.append(dict(dataset=name, index=i, file=str(f), generate_branch=None))
         return dict(enumerate(branches))
 
     def workflow_requires(self):
@@ -119,11 +122,16 @@ class SelectEvents(AuditWorkflow):
 
         b = self.branch_data
         cfg = self.cfg
+        # one file of a dataset may select nothing (or have zero entries): warned about here,
+        # the dataset fails in MergeFeatures only if all of its files together select nothing
         table = select_files(
             [self.input_file()], cfg.datasets[b["dataset"]], cfg, executor=self.executor,
             workers=self.executor_workers, scheduler_address=self.scheduler_address or None,
-            chunk_size=cfg.input.get("chunk_size"),
+            chunk_size=cfg.input.get("chunk_size"), require=False,
         )
+        for line in table.meta.extra.get("warnings", []):
+            warn(line)
+            self.publish_message(f"warning: {line}")
         with atomic_path(self.output(), suffix=".parquet") as tmp:
             table.write(tmp)
 
@@ -164,7 +172,7 @@ class MergeFeatures(AuditWorkflow):
         }
 
     def run(self):
-        from analysis.tables import FeatureTable
+        from analysis.tables import FeatureTable, weight_sanity
 
         cfg = self.cfg
         ds = cfg.datasets[self.branch_data]
@@ -173,13 +181,37 @@ class MergeFeatures(AuditWorkflow):
 
             table = read_flat_dataset(ds, cfg)
         else:
-            from analysis.selection.run import normalise_weights
+            from analysis.selection.run import file_warnings, normalise_weights
 
             chunks = [FeatureTable.read(inp.path) for inp in self.input()]
-            table = normalise_weights(FeatureTable.concat(chunks), ds.cross_section, cfg.luminosity)
-        if table.n_events == 0 or not table.in_any_region().any():
+            table = FeatureTable.concat(chunks)
+            selected = table.in_any_region().any()
+            if not selected:
+                files = [s["file"] for s in table.meta.extra.get("files", [])]
+                message = (f"dataset '{ds.name}': no event of its {len(files)} file(s) passes the selection "
+                           f"in any region ({', '.join(files)}); check the selection cuts and "
+                           f"datasets.{ds.name}.files of config '{self.config}'")
+                if ds.is_signal:
+                    raise AuditError(message)
+                # a background with no selected event contributes nothing, like a file that
+                # selects nothing; a signal without events leaves nothing to audit
+                warn(message + ": it contributes nothing to the background")
+            else:
+                for line in file_warnings(ds.name, table.meta.extra.get("files", [])):
+                    warn(line)
+            if table.n_events:
+                table = normalise_weights(table, ds.cross_section, cfg.luminosity)
+        if self.is_flat and not table.in_any_region().any():
             raise AuditError(f"dataset '{ds.name}': no event passes the selection in any region; "
                              f"check the selection cuts and the input files of config '{self.config}'")
+        sanity = weight_sanity(table, cfg.input.get("weight_sanity"))
+        if sanity["problems"]:
+            stop = sanity.get("fatal") or sanity["limits"]["action"] == "stop"
+            text = "; ".join(sanity["problems"])
+            if stop:
+                hint = "" if sanity.get("fatal") else " (or set input.weight_sanity.action: warn)"
+                raise AuditError(text + hint)
+            warn(text)
         outputs = self.output()
         summary = {
             "dataset": ds.name, "process": ds.process, "is_signal": ds.is_signal,
@@ -187,9 +219,18 @@ class MergeFeatures(AuditWorkflow):
             "n_selected": {r: int(table.in_region(r).sum()) for r in table.regions},
             "yield": {r: float(table.weights()[table.in_region(r)].sum()) for r in table.regions},
             "cutflow": table.meta.extra.get("cutflow", {}),
+            "files": table.meta.extra.get("files", []),
+            "weight_sanity": sanity,
         }
         with atomic_path(outputs["table"], suffix=".parquet") as tmp:
             table.write(tmp)
         write_json_atomic(outputs["cutflow"], summary)
         self.publish_message(json.dumps({"dataset": ds.name, "rows": table.n_events,
                                          "selected": summary["n_selected"]}))
+
+
+def warn(line: str) -> None:
+    """A warning line on the terminal (stderr), through the luigi logger when it is set up."""
+    import logging
+
+    logging.getLogger("luigi-interface").warning(f"warning: {line}")

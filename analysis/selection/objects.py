@@ -7,13 +7,29 @@ H -> tau tau mu + tau_h analyses (CMS Collaboration, "Measurement of Higgs boson
 the decay channel with a pair of tau leptons", Eur. Phys. J. C 83 (2023) 562):
 
 * muon: pt, |eta|, relative PF isolation (``pfRelIso04_all``), tight ID;
-* tau_h: pt, |eta|, DeepTau 2018v2p5 VSjet working point index (``idDeepTau2018v2p5VSjet
-  >= deeptau_vsjet_min``, 1 = VVVLoose ... 8 = VVTight) and decay modes. Old NanoAOD
-  (v9 and earlier) only has the cumulative bit mask ``idDeepTau2017v2p1VSjet`` (1 = VVVLoose,
-  2 = VVLoose, ..., 128 = VVTight); its number of set bits is the same working point index,
-  used as a fallback with a warning;
+* tau_h: pt, |eta|, DeepTau VSjet working point index (``deeptau_vsjet_min``, 1 = VVVLoose
+  ... 8 = VVTight) and decay modes;
 * jets: pt, |eta|, ``jetId >= jet_id_min``, Delta R to the selected muon and tau;
   b-tagged jets (``btagDeepFlavB``) for the b-veto.
+
+NanoAOD versions (v9 ... v15) name a few inputs differently. The configuration's
+``input.branches`` maps each of them (:data:`BRANCH_MAP`); every entry is one name or a list
+of candidates, the first one present in a file is used, so one dataset may mix versions:
+
+* ``met``: the missing-energy collection, ``MET`` (v9-v14) or ``PFMET`` (v15);
+* ``jet_id``: the jet-ID branch (``Jet_jetId``) or ``recompute``: NanoAOD v15 no longer
+  stores it, and the JetMET group's recommendation is to recompute it from the jet's stored
+  energy fractions and constituent multiplicities (:func:`recompute_jet_id`);
+* ``tau_id_vsjet`` / ``tau_id_vsmu`` / ``tau_id_vse``: the tau-ID working-point branches,
+  DeepTau 2018v2p5 (an index 1..8, NanoAOD v12+) or 2017v2p1. The encoding is read from the
+  branch's documentation string: a cumulative bit mask (v9 and earlier: 1 = VVVLoose,
+  2 = VVLoose, ..., 128 = VVTight, whose number of set bits is the same index) or an index.
+  Pre-DeepTau files can name another working-point branch (e.g. ``Tau_idMVAoldDM2017v2``);
+  its working points are those of that discriminator, so choose ``deeptau_vsjet_min`` for it;
+* ``btag``: the b-tag discriminant of the b-veto (``Jet_btagDeepFlavB``).
+
+Every branch a file lacks is reported at once, each with the mapping key that fixes it
+(:func:`missing_branches`).
 
 Within every event the objects of a collection are ordered by decreasing nominal pt once, at
 load. All object-level shifts (shifts.py) scale a whole collection by one factor, which keeps
@@ -36,15 +52,186 @@ from analysis.errors import AuditError
 # branches read per collection (NanoAOD name = <collection>_<field>)
 MUON_FIELDS = ("pt", "eta", "phi", "mass", "charge", "pfRelIso04_all", "tightId")
 TAU_FIELDS = ("pt", "eta", "phi", "mass", "charge", "decayMode")
-JET_FIELDS = ("pt", "eta", "phi", "mass", "jetId", "btagDeepFlavB")
+JET_FIELDS = ("pt", "eta", "phi", "mass")
 MET_FIELDS = ("pt", "phi")
 ID_BRANCHES = ("run", "luminosityBlock", "event")
 TAU_ID = "idDeepTau2018v2p5VSjet"
 TAU_ID_LEGACY = "idDeepTau2017v2p1VSjet"
+RECOMPUTE = "recompute"
+
+# input.branches key -> default candidates (first present in a file wins) and what it is
+BRANCH_MAP = {
+    "met": (("MET", "PFMET"), "the missing-energy collection (MET in NanoAOD v9-v14, PFMET in v15)"),
+    "jet_id": (("Jet_jetId", RECOMPUTE), "the jet-ID branch, or 'recompute' from the jet's energy "
+                                         "fractions and multiplicities (NanoAOD v15)"),
+    "tau_id_vsjet": (("Tau_idDeepTau2018v2p5VSjet", "Tau_idDeepTau2017v2p1VSjet"),
+                     "the tau-ID working-point branch against jets"),
+    "tau_id_vsmu": (("Tau_idDeepTau2018v2p5VSmu", "Tau_idDeepTau2017v2p1VSmu"),
+                    "the tau-ID working-point branch against muons"),
+    "tau_id_vse": (("Tau_idDeepTau2018v2p5VSe", "Tau_idDeepTau2017v2p1VSe"),
+                   "the tau-ID working-point branch against electrons"),
+    "btag": (("Jet_btagDeepFlavB",), "the b-tag discriminant of the b-veto"),
+}
+# collection each mapped branch belongs to (met names a collection itself)
+_MAPPED_COLLECTION = {"jet_id": "Jet", "tau_id_vsjet": "Tau", "tau_id_vsmu": "Tau",
+                      "tau_id_vse": "Tau", "btag": "Jet"}
+# stored variables the recomputed jet ID reads
+JET_ID_INPUTS = ("neHEF", "neEmEF", "chHEF", "muEF", "chEmEF", "chMultiplicity", "neMultiplicity")
 
 
 class TauIdFallbackWarning(UserWarning):
     """The file only has the legacy DeepTau 2017v2p1 discriminator."""
+
+
+def branch_candidates(input_section: dict | None) -> dict[str, tuple[str, ...]]:
+    """``input.branches`` merged over :data:`BRANCH_MAP`: key -> candidate names.
+    AuditError naming the key for unknown keys or values that are not names."""
+    user = (input_section or {}).get("branches") or {}
+    if not isinstance(user, dict):
+        raise AuditError("input.branches: expected a mapping key -> branch name(s) "
+                         f"(keys: {sorted(BRANCH_MAP)})")
+    out = {k: v[0] for k, v in BRANCH_MAP.items()}
+    for key, value in user.items():
+        if key not in BRANCH_MAP:
+            raise AuditError(f"input.branches.{key}: unknown key (known: {sorted(BRANCH_MAP)})")
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise AuditError(f"input.branches.{key}: expected a branch name or a list of candidates, got {value!r}")
+        coll = _MAPPED_COLLECTION.get(key)
+        for n in names:
+            if coll and n != RECOMPUTE and not n.startswith(f"{coll}_"):
+                raise AuditError(f"input.branches.{key}: '{n}' must be a {coll}_* branch")
+            if n == RECOMPUTE and key != "jet_id":
+                raise AuditError(f"input.branches.{key}: only jet_id can be recomputed")
+        out[key] = tuple(names)
+    return out
+
+
+def needed_keys(selection: dict | None) -> list[str]:
+    """The mapped inputs a selection section needs."""
+    sel = selection or {}
+    keys = ["met", "jet_id", "tau_id_vsjet"]
+    tau = sel.get("tau") or {}
+    if "deeptau_vsmu_min" in tau:
+        keys.append("tau_id_vsmu")
+    if "deeptau_vse_min" in tau:
+        keys.append("tau_id_vse")
+    if sel.get("b_veto", False):
+        keys.append("btag")
+    return keys
+
+
+def _candidate_present(key: str, name: str, available: set) -> bool:
+    if key == "met":
+        return all(f"{name}_{f}" in available for f in MET_FIELDS)
+    if name == RECOMPUTE:
+        return all(f"Jet_{f}" in available for f in JET_ID_INPUTS)
+    return name in available
+
+
+def resolve_branches(available, input_section: dict | None, selection: dict | None):
+    """(chosen, missing) for one file: ``chosen`` maps each needed key to the first candidate
+    the file has; ``missing`` lists one line per problem, each naming the branches and the
+    configuration key that fixes it (empty when the file has everything)."""
+    available = set(available)
+    cands = branch_candidates(input_section)
+    user = set(((input_section or {}).get("branches") or {}))
+    missing: list[str] = []
+    absent = [b for b in ID_BRANCHES if b not in available]
+    if absent:
+        missing.append(_quote(absent) + " (event ids)")
+    for coll, fields in (("Muon", MUON_FIELDS), ("Tau", TAU_FIELDS), ("Jet", JET_FIELDS)):
+        absent = [f"{coll}_{f}" for f in fields if f"{coll}_{f}" not in available]
+        if not absent:
+            continue
+        if len(absent) == len(fields):
+            missing.append(f"{_quote(absent)} (the file has no {coll} collection: the mu + tau_h "
+                           "selection cannot run on it)")
+        else:
+            missing.append(_quote(absent) + " (no mapping: give NanoAOD files that contain them)")
+    has_tau = any(f"Tau_{f}" in available for f in TAU_FIELDS)
+    chosen = {}
+    for key in needed_keys(selection):
+        if key.startswith("tau_id") and not has_tau:
+            continue
+        names = cands[key]
+        hit = next((n for n in names if _candidate_present(key, n, available)), None)
+        if hit is not None:
+            chosen[key] = hit
+            continue
+        wanted = []
+        for n in names:
+            if key == "met":
+                wanted += [f"{n}_{f}" for f in MET_FIELDS]
+            elif n == RECOMPUTE:
+                wanted.append("Jet_{" + ",".join(JET_ID_INPUTS) + "} (to recompute the jet ID)")
+            else:
+                wanted.append(n)
+        how = "" if key in user else " (default)"
+        missing.append(
+            f"none of {' / '.join(wanted)}: set input.branches.{key} to {BRANCH_MAP[key][1]} "
+            f"of this file (tried {list(names)}{how})"
+        )
+    return chosen, missing
+
+
+def _quote(names) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def missing_branches_error(path, missing: list[str]) -> AuditError:
+    return AuditError(f"{path}: missing branches: " + "; ".join(missing))
+
+
+def warn_legacy_tau_id(chosen: dict, input_section: dict | None, filename: str) -> None:
+    user = set(((input_section or {}).get("branches") or {}))
+    for key in ("tau_id_vsjet", "tau_id_vsmu", "tau_id_vse"):
+        name = chosen.get(key, "")
+        if "2017v2p1" in name and key not in user:
+            warnings.warn(
+                f"{filename}: no {BRANCH_MAP[key][0][0]}; using the legacy {name} "
+                f"(set input.branches.{key} to silence this)",
+                TauIdFallbackWarning, stacklevel=3,
+            )
+
+
+def recompute_jet_id(eta, neHEF, neEmEF, chHEF, muEF, chEmEF, chMultiplicity, neMultiplicity) -> np.ndarray:
+    """The Run-3 AK4 PUPPI jet ID from the jet's stored energy fractions and multiplicities,
+    encoded as NanoAOD's ``Jet_jetId`` was (2 = tight, 6 = tight and tightLepVeto).
+
+    NanoAOD v15 stores no ``Jet_jetId``; the JetMET physics object group recommends computing
+    it from these variables (CMS JetMET POG, "Jet identification for Run 3 (13.6 TeV)",
+    https://twiki.cern.ch/twiki/bin/view/CMS/JetID13p6TeV, section "nanoAOD flags";
+    the same criteria are shipped as the ``jetid`` correctionlib sets of jsonpog-integration):
+
+    * tight, |eta| <= 2.6: neHEF < 0.99, neEmEF < 0.9, chMultiplicity + neMultiplicity > 1,
+      chHEF > 0.01, chMultiplicity > 0;
+      2.6 < |eta| <= 2.7: neHEF < 0.90, neEmEF < 0.99; 2.7 < |eta| <= 3.0: neHEF < 0.99;
+      |eta| > 3.0: neMultiplicity >= 2, neEmEF < 0.4;
+    * tightLepVeto: tight and, for |eta| <= 2.7, muEF < 0.8 and chEmEF < 0.8.
+    """
+    a = np.abs(np.asarray(eta, dtype=np.float64))
+    ch = np.asarray(chMultiplicity, dtype=np.int64)
+    ne = np.asarray(neMultiplicity, dtype=np.int64)
+    neHEF, neEmEF, chHEF = (np.asarray(x, dtype=np.float64) for x in (neHEF, neEmEF, chHEF))
+    muEF, chEmEF = np.asarray(muEF, dtype=np.float64), np.asarray(chEmEF, dtype=np.float64)
+    central = a <= 2.6
+    tight = np.where(
+        central, (neHEF < 0.99) & (neEmEF < 0.9) & (ch + ne > 1) & (chHEF > 0.01) & (ch > 0),
+        np.where(a <= 2.7, (neHEF < 0.90) & (neEmEF < 0.99),
+                 np.where(a <= 3.0, neHEF < 0.99, (ne >= 2) & (neEmEF < 0.4))))
+    lep_veto = tight & ((a > 2.7) | ((muEF < 0.8) & (chEmEF < 0.8)))
+    return (2 * tight.astype(np.int64) + 4 * lep_veto.astype(np.int64)).astype(np.int64)
+
+
+def _is_bitmask(values: np.ndarray, doc: str) -> bool:
+    """Working points stored as a cumulative bit mask (NanoAOD <= v9) or as an index."""
+    doc = (doc or "").lower()
+    if "bitmask" in doc or "bit mask" in doc:
+        return True
+    if "1 = vvvloose, 2 = vvloose, 3 =" in doc or "1 = vvloose, 2 = vloose, 3 =" in doc:
+        return False
+    return bool(len(values)) and int(values.max()) > 8
 
 
 @dataclass
@@ -90,30 +277,37 @@ class EventContent:
 
 
 # -- reading ---------------------------------------------------------------------------------
-def _missing(branch: str, filename: str, hint: str = "") -> AuditError:
-    return AuditError(
-        f"branch '{branch}' is missing in file {filename}: the mu + tau_h selection needs it"
-        + (f" ({hint})" if hint else "")
-        + "; give NanoAOD files that contain it"
-    )
+def available_branches(events) -> set:
+    """Flat NanoAOD branch names (``<collection>_<field>`` and plain branches) of NanoEvents."""
+    out = set()
+    for name in events.fields:
+        try:
+            sub = events[name].fields
+        except Exception:  # noqa: BLE001 - plain branches have no fields
+            sub = []
+        if sub:
+            out.update(f"{name}_{f}" for f in sub)
+        else:
+            out.add(name)
+    return out
 
 
-def _collection(
-    events, name: str, fields, filename: str, hints: dict | None = None, extra=None
-) -> Collection:
-    """Read a collection; ``extra(events)`` may add derived flat fields (same object order)."""
-    hints = hints or {}
-    if name not in events.fields:
-        raise _missing(f"{name}_{fields[0]}", filename, hints.get(name, ""))
+def _doc(array) -> str:
+    layout = array.layout
+    for node in (layout, getattr(layout, "content", None)):
+        if node is not None and node.parameters.get("__doc__"):
+            return str(node.parameters["__doc__"])
+    return ""
+
+
+def _collection(events, name: str, fields, extra=None) -> Collection:
+    """Read a collection; ``extra(coll)`` may add derived flat fields (same object order)."""
     coll = events[name]
-    for f in fields:
-        if f not in coll.fields:
-            raise _missing(f"{name}_{f}", filename)
     pt = coll["pt"]
     counts = ak.to_numpy(ak.num(pt, axis=1)).astype(np.int64)
     flat = {f: ak.to_numpy(ak.flatten(coll[f], axis=1)) for f in fields}
     if extra is not None:
-        flat.update(extra(events))
+        flat.update(extra(coll, flat))
     return _sorted_by_pt(Collection(counts, flat))
 
 
@@ -127,62 +321,54 @@ def _sorted_by_pt(coll: Collection) -> Collection:
     return Collection(coll.counts, {k: v[order] for k, v in coll.fields.items()})
 
 
-def _tau_wp(events, filename: str, against: str = "jet", required: bool = True) -> np.ndarray | None:
-    """DeepTau working-point index against jets, muons or electrons; legacy bit masks
-    (2017v2p1) count their set bits. None if absent and not ``required``."""
-    taus = events["Tau"]
-    new, legacy = f"idDeepTau2018v2p5VS{against}", f"idDeepTau2017v2p1VS{against}"
-    if new in taus.fields:
-        return ak.to_numpy(ak.flatten(taus[new], axis=1)).astype(np.int64)
-    if legacy in taus.fields:
-        warnings.warn(
-            f"{filename}: no Tau_{new}; using the legacy Tau_{legacy} bit mask "
-            "(working point index = number of set bits)",
-            TauIdFallbackWarning,
-            stacklevel=3,
-        )
-        bits = ak.to_numpy(ak.flatten(taus[legacy], axis=1)).astype(np.uint8)
+def _tau_wp(taus, branch: str) -> np.ndarray:
+    """Working-point index of a tau-ID branch: bit masks count their set bits."""
+    field = branch[len("Tau_"):]
+    values = ak.to_numpy(ak.flatten(taus[field], axis=1)).astype(np.int64)
+    if _is_bitmask(values, _doc(taus[field])):
+        bits = values.astype(np.uint8)
         return np.unpackbits(bits[:, None], axis=1).sum(axis=1).astype(np.int64)
-    if not required:
-        return None
-    raise _missing(f"Tau_{new}", filename, f"nor the legacy Tau_{legacy}")
+    return values
 
 
-def _tau_vsjet_wp(events, filename: str) -> np.ndarray:
-    return _tau_wp(events, filename, "jet")
+def load_content(events, filename: str, input_section: dict | None = None,
+                 selection: dict | None = None) -> EventContent:
+    """Materialise the branches of one chunk (NanoEvents in any mode) as numpy arrays, reading
+    the version-dependent ones through ``input.branches`` (module doc).
 
-
-def _tau_extra(events, filename: str) -> dict:
-    out = {"vsjet_wp": _tau_vsjet_wp(events, filename)}
-    for against in ("mu", "e"):
-        wp = _tau_wp(events, filename, against, required=False)
-        if wp is not None:
-            out[f"vs{against}_wp"] = wp
-    return out
-
-
-def load_content(events, filename: str) -> EventContent:
-    """Materialise the branches of one chunk (NanoEvents in any mode) as numpy arrays.
-
-    Raises AuditError naming the branch and the file when something needed is missing.
+    Raises one AuditError naming the file, every missing branch and the key that fixes it.
     """
-    for b in ID_BRANCHES:
-        if b not in events.fields:
-            raise _missing(b, filename)
-    muons = _collection(events, "Muon", MUON_FIELDS, filename)
-    tau_hint = {"Tau": "the file has no tau collection at all"}
-    taus = _collection(
-        events, "Tau", TAU_FIELDS, filename, tau_hint,
-        extra=lambda ev: _tau_extra(ev, filename),
-    )
-    jets = _collection(events, "Jet", JET_FIELDS, filename)
-    met_name = "MET"
-    if met_name not in events.fields:
-        hint = "NanoAOD v15 calls it PFMET_pt; the selection reads MET_pt" if "PFMET" in events.fields else ""
-        raise _missing("MET_pt", filename, hint)
-    for f in MET_FIELDS:
-        if f not in events[met_name].fields:
-            raise _missing(f"MET_{f}", filename)
+    chosen, missing = resolve_branches(available_branches(events), input_section, selection)
+    if missing:
+        raise missing_branches_error(filename, missing)
+    warn_legacy_tau_id(chosen, input_section, filename)
+    muons = _collection(events, "Muon", MUON_FIELDS)
+
+    def tau_extra(coll, flat):
+        out = {"vsjet_wp": _tau_wp(coll, chosen["tau_id_vsjet"])}
+        for against in ("mu", "e"):
+            if f"tau_id_vs{against}" in chosen:
+                out[f"vs{against}_wp"] = _tau_wp(coll, chosen[f"tau_id_vs{against}"])
+        return out
+
+    taus = _collection(events, "Tau", TAU_FIELDS, extra=tau_extra)
+
+    def jet_extra(coll, flat):
+        out = {}
+        if chosen["jet_id"] == RECOMPUTE:
+            inputs = {f: ak.to_numpy(ak.flatten(coll[f], axis=1)) for f in JET_ID_INPUTS}
+            out["jetId"] = recompute_jet_id(flat["eta"], **inputs)
+        else:
+            out["jetId"] = ak.to_numpy(ak.flatten(coll[chosen["jet_id"][len("Jet_"):]], axis=1))
+        btag = chosen.get("btag", "Jet_btagDeepFlavB")
+        if btag[len("Jet_"):] in coll.fields:
+            out["btagDeepFlavB"] = ak.to_numpy(ak.flatten(coll[btag[len("Jet_"):]], axis=1))
+        else:  # not needed without a b-veto
+            out["btagDeepFlavB"] = np.zeros(len(flat["pt"]))
+        return out
+
+    jets = _collection(events, "Jet", JET_FIELDS, extra=jet_extra)
+    met = events[chosen["met"]]
     has_gw = "genWeight" in events.fields
     n = len(events)
     gw = ak.to_numpy(events["genWeight"]).astype(np.float64) if has_gw else np.ones(n)
@@ -196,8 +382,8 @@ def load_content(events, filename: str) -> EventContent:
         muons=muons,
         taus=taus,
         jets=jets,
-        met_pt=ak.to_numpy(events[met_name]["pt"]).astype(np.float64),
-        met_phi=ak.to_numpy(events[met_name]["phi"]).astype(np.float64),
+        met_pt=ak.to_numpy(met["pt"]).astype(np.float64),
+        met_phi=ak.to_numpy(met["phi"]).astype(np.float64),
     )
 
 
@@ -305,12 +491,19 @@ def leading_pair(
     return np.where(has_pair, imu, -1), np.where(has_pair, itau, -1)
 
 
-def required_branches() -> list[tuple[str, ...]]:
-    """Branch groups the selection reads; one branch of each group must exist."""
+def required_branches(input_section: dict | None = None, selection: dict | None = None) -> list[tuple[str, ...]]:
+    """Branch groups the selection reads; one branch of each group must exist (mapped keys
+    list their candidates; a recomputed jet ID is not a branch)."""
     groups = [(b,) for b in ID_BRANCHES]
     groups += [(f"Muon_{f}",) for f in MUON_FIELDS]
     groups += [(f"Tau_{f}",) for f in TAU_FIELDS]
-    groups += [(f"Tau_{TAU_ID}", f"Tau_{TAU_ID_LEGACY}")]
     groups += [(f"Jet_{f}",) for f in JET_FIELDS]
-    groups += [(f"MET_{f}",) for f in MET_FIELDS]
+    cands = branch_candidates(input_section)
+    for key in needed_keys(selection if selection is not None else {"b_veto": True}):
+        names = [n for n in cands[key] if n != RECOMPUTE]
+        if key == "met":
+            for f in MET_FIELDS:
+                groups.append(tuple(f"{n}_{f}" for n in names))
+        elif names:
+            groups.append(tuple(names))
     return groups

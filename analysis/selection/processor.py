@@ -279,7 +279,7 @@ class SelectionProcessor(processor.ProcessorABC):
     def process(self, events):
         meta = getattr(events, "metadata", None) or {}
         filename = str(meta.get("filename", "<unknown file>"))
-        content = load_content(events, filename)
+        content = load_content(events, filename, self.config.input, self.config.selection)
         payload = select_content(content, self.dataset, self.config)
         payload["filename"] = filename
         payload["entry_start"] = int(meta.get("entrystart") or 0)

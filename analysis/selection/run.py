@@ -26,7 +26,7 @@ import numpy as np
 
 from analysis.config import AnalysisConfig, Dataset
 from analysis.errors import AuditError
-from analysis.selection.objects import required_branches
+from analysis.selection.objects import missing_branches_error, required_branches, resolve_branches
 from analysis.selection.processor import SelectionProcessor
 from analysis.selection.shifts import build_variants
 from analysis.tables import FeatureTable, TableMeta, weight_column
@@ -48,17 +48,28 @@ def _quiet_warnings():
     return ctx
 
 
-def _open_checked(path: str):
+def _corrupt(path, err: BaseException, what: str = "") -> AuditError:
+    detail = str(err).splitlines()[0] if str(err) else ""
+    return AuditError(
+        f"{path} is corrupt or truncated: {what or 'it is not a readable ROOT file'} "
+        f"({type(err).__name__}{': ' + detail[:200] if detail else ''}); replace or re-download the file"
+    )
+
+
+def _open_checked(path: str, input_section: dict | None = None, selection: dict | None = None):
     """(uproot file, Events tree) of ``path``; AuditError if it is not a readable NanoAOD file
-    with the branches the selection needs. The caller closes the file."""
+    with the branches the selection needs (all missing branches in one message, each with the
+    ``input.branches`` key that fixes it). The caller closes the file."""
     import uproot
 
     if not Path(path).exists():
         raise AuditError(f"input file {path} does not exist")
+    if Path(path).is_dir():
+        raise AuditError(f"input file {path} is a directory, not a ROOT file")
     try:
         f = uproot.open(path)
     except Exception as err:  # uproot raises several types for non-ROOT / truncated files
-        raise AuditError(f"{path} is not a readable ROOT file ({type(err).__name__}: {err})") from None
+        raise _corrupt(path, err) from None
     try:
         if TREE_NAME not in f:
             found = sorted({k.split(";")[0] for k in f.keys()})
@@ -67,32 +78,49 @@ def _open_checked(path: str):
             tree = f[TREE_NAME]
             keys = set(tree.keys())
         except Exception as err:
-            raise AuditError(f"{path}: cannot read the '{TREE_NAME}' tree ({type(err).__name__}: {err})") from None
-        for group in required_branches():
-            if not any(b in keys for b in group):
-                hint = ""
-                if group[0] == "MET_pt" and "PFMET_pt" in keys:
-                    hint = " (this file names it PFMET_pt, as NanoAOD v15 does; the selection reads MET_pt)"
-                alt = f" (or {' / '.join(group[1:])})" if len(group) > 1 else ""
-                raise AuditError(
-                    f"branch '{group[0]}'{alt} is missing in file {path}{hint}; the mu + tau_h selection needs it"
-                )
+            raise _corrupt(path, err, f"cannot read the '{TREE_NAME}' tree") from None
+        if int(tree.num_entries) > 0:
+            _, missing = resolve_branches(keys, input_section, selection)
+            if missing:
+                raise missing_branches_error(path, missing)
     except BaseException:
         f.close()
         raise
     return f, tree
 
 
-def inspect_file(path: str | os.PathLike) -> int:
+def check_readable(path: str, input_section: dict | None = None, selection: dict | None = None) -> None:
+    """Read every branch the selection needs from ``path``: AuditError 'corrupt or truncated'
+    naming the file and the branch if a basket cannot be read or decompressed."""
+    f, tree = _open_checked(path, input_section, selection)
+    with f:
+        chosen, _ = resolve_branches(set(tree.keys()), input_section, selection)
+        keys = set(tree.keys())
+        names = [b for group in required_branches(input_section, selection) for b in group if b in keys]
+        for name in names:
+            try:
+                tree[name].array(library="np")
+            except Exception as err:  # noqa: BLE001 - any read failure means a broken file
+                raise _corrupt(path, err, f"reading branch '{name}' failed") from None
+
+
+def inspect_file(path: str | os.PathLike, config: AnalysisConfig | None = None) -> int:
     """Number of events in ``path``; AuditError if it is not a readable NanoAOD file with the
     branches the selection needs."""
-    f, tree = _open_checked(str(path))
+    f, tree = _open_checked(str(path), *_mapping(config))
     with f:
         return int(tree.num_entries)
 
 
-def plan_chunks(files, chunk_size: int) -> list[tuple[str, int, int]]:
-    """``[(path, entry_start, entry_stop), ...]`` covering every event of every file once."""
+def _mapping(config: AnalysisConfig | None):
+    if config is None:
+        return None, None
+    return config.input, config.selection
+
+
+def plan_chunks(files, chunk_size: int, config: AnalysisConfig | None = None) -> list[tuple[str, int, int]]:
+    """``[(path, entry_start, entry_stop), ...]`` covering every event of every file once
+    (a file with zero entries has no chunk)."""
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0:
         raise AuditError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     files = [str(f) for f in files]
@@ -100,7 +128,7 @@ def plan_chunks(files, chunk_size: int) -> list[tuple[str, int, int]]:
         raise AuditError("no input files given to the selection")
     out = []
     for path in files:
-        n = inspect_file(path)
+        n = inspect_file(path, config)
         for start in range(0, n, int(chunk_size)):
             out.append((path, start, min(start + int(chunk_size), n)))
     return out
@@ -150,11 +178,14 @@ def select_chunk(
 
     path = str(path)
     proc = SelectionProcessor(dataset, config)
-    f, tree = _open_checked(path)  # the open file (and its cached tree) is reused below
+    f, tree = _open_checked(path, config.input, config.selection)  # the open file (and its cached tree) is reused below
     n = int(tree.num_entries)
     if not (0 <= entry_start <= entry_stop <= n):
         f.close()
         raise AuditError(f"chunk [{entry_start}, {entry_stop}) is outside the {n} events of {path}")
+    if entry_start == entry_stop:
+        f.close()
+        return empty_table(dataset, config, path)
     ctx = _quiet_warnings()
     try:
         events = NanoEventsFactory.from_root(
@@ -196,12 +227,51 @@ def _make_executor(executor: str, workers: int, scheduler_address: str | None):
     raise AuditError(f"unknown executor '{executor}' (known: {', '.join(EXECUTORS)})")
 
 
+class InputFileWarning(UserWarning):
+    """A file of a dataset contributes nothing (zero entries, or no selected event)."""
+
+
+def empty_table(dataset: Dataset, config: AnalysisConfig, path: str | None = None) -> FeatureTable:
+    """A zero-row table of a dataset (what a file with zero entries contributes)."""
+    meta = _empty_meta(dataset, config, {
+        "sum_genweight": 0.0, "n_events_processed": 0, "cutflow": {},
+        "has_gen_weight": False, "chunks": [],
+        "files": [] if path is None else [{"file": str(path), "n_events": 0, "n_rows": 0, "n_selected": 0}],
+    })
+    return FeatureTable.empty(meta)
+
+
+def _file_summaries(chunks, tables: list[FeatureTable], files: list[str]) -> list[dict]:
+    out = {str(p): {"file": str(p), "n_events": 0, "n_rows": 0, "n_selected": 0} for p in files}
+    for (path, a, b), t in zip(chunks, tables):
+        s = out[str(path)]
+        s["n_events"] += int(b - a)
+        s["n_rows"] += t.n_events
+        s["n_selected"] += int(t.in_any_region().sum())
+    return list(out.values())
+
+
+def file_warnings(dataset_name: str, files: list[dict]) -> list[str]:
+    """One line per file that contributes nothing to its dataset."""
+    lines = []
+    for s in files:
+        if s["n_events"] == 0:
+            lines.append(f"dataset '{dataset_name}': skipping {s['file']}: it has zero entries")
+        elif s["n_selected"] == 0:
+            lines.append(f"dataset '{dataset_name}': none of the {s['n_events']} events of {s['file']} "
+                         "passes the selection in any region; it contributes nothing")
+    return lines
+
+
 def select_files(
     files, dataset: Dataset, config: AnalysisConfig, executor: str = "iterative", workers: int = 2,
-    scheduler_address: str | None = None, chunk_size: int | None = None,
+    scheduler_address: str | None = None, chunk_size: int | None = None, require: bool = True,
 ) -> FeatureTable:
     """The merged feature table of all events of ``files`` (raw genWeight weights; call
-    :func:`normalise_weights` next). AuditError if no event passes the preselection."""
+    :func:`normalise_weights` next). Files with zero entries or without a selected event are
+    skipped with an :class:`InputFileWarning` naming them (listed in ``meta.extra["files"]``
+    and ``meta.extra["warnings"]``); with ``require`` (default) an AuditError is raised when
+    all files together have no event passing the preselection."""
     from coffea import processor
     from coffea.nanoevents import NanoAODSchema
     from coffea.processor.executor import WorkItem
@@ -212,29 +282,46 @@ def select_files(
         raise AuditError(f"workers must be a positive integer, got {workers!r}")
     if chunk_size is None:
         chunk_size = int(config.input.get("chunk_size", DEFAULT_CHUNK_SIZE))
-    chunks = plan_chunks(files, chunk_size)
-    items = [WorkItem(dataset.name, p, TREE_NAME, a, b, "") for p, a, b in chunks]
-    proc = SelectionProcessor(dataset, config)
-    exe, closers = _make_executor(executor, workers, scheduler_address)
-    ctx = _quiet_warnings()
-    try:
-        runner = processor.Runner(executor=exe, schema=NanoAODSchema, chunksize=int(chunk_size))
-        out = runner(items, proc, treename=TREE_NAME)
-    except Exception as err:
-        audit = _unwrap_audit_error(err)
-        if audit is not None:
-            raise audit from None
-        raise AuditError(f"the selection failed on dataset '{dataset.name}': {type(err).__name__}: {err}") from err
-    finally:
-        ctx.__exit__(None, None, None)
-        for close in closers or []:
-            close()
-    order = {c[:2]: i for i, c in enumerate(chunks)}
-    payloads = sorted(out["chunks"], key=lambda p: order[(p["filename"], p["entry_start"])])
-    tables = [_table_from_payload(p, dataset, config) for p in payloads]
-    table = FeatureTable.concat(tables)
-    table.meta.extra["chunks"] = [c for t in tables for c in t.meta.extra["chunks"]]
-    require_events(table)
+    files = [str(f) for f in files]
+    chunks = plan_chunks(files, chunk_size, config)
+    tables = []
+    if chunks:
+        items = [WorkItem(dataset.name, p, TREE_NAME, a, b, "") for p, a, b in chunks]
+        proc = SelectionProcessor(dataset, config)
+        exe, closers = _make_executor(executor, workers, scheduler_address)
+        ctx = _quiet_warnings()
+        try:
+            runner = processor.Runner(executor=exe, schema=NanoAODSchema, chunksize=int(chunk_size))
+            out = runner(items, proc, treename=TREE_NAME)
+        except Exception as err:
+            audit = _unwrap_audit_error(err)
+            if audit is not None:
+                raise audit from None
+            # find the file that cannot be read (a truncated or corrupt basket) and name it
+            for path in dict.fromkeys(p for p, _, _ in chunks):
+                check_readable(path, config.input, config.selection)
+            raise AuditError(f"the selection failed on dataset '{dataset.name}': {type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''}") from err
+        finally:
+            ctx.__exit__(None, None, None)
+            for close in closers or []:
+                close()
+        order = {c[:2]: i for i, c in enumerate(chunks)}
+        payloads = sorted(out["chunks"], key=lambda p: order[(p["filename"], p["entry_start"])])
+        tables = [_table_from_payload(p, dataset, config) for p in payloads]
+    summaries = _file_summaries(chunks, tables, files)
+    if tables:
+        table = FeatureTable.concat(tables)
+        table.meta.extra["chunks"] = [c for t in tables for c in t.meta.extra["chunks"]]
+    else:
+        table = empty_table(dataset, config)
+    table.meta.extra["files"] = summaries
+    lines = file_warnings(dataset.name, summaries)
+    table.meta.extra["warnings"] = lines
+    for line in lines:
+        warnings.warn(line, InputFileWarning, stacklevel=2)
+    if require:
+        require_events(table)
     return table
 
 
@@ -242,9 +329,11 @@ def require_events(table: FeatureTable) -> None:
     """AuditError when no event passed the preselection (the caller writes no output)."""
     if table.n_events == 0:
         n = table.meta.extra.get("n_events_processed", "?")
+        files = [s["file"] for s in table.meta.extra.get("files", [])]
+        where = f" (files: {', '.join(files)})" if files else ""
         raise AuditError(
-            f"empty selection: none of the {n} events of dataset '{table.meta.dataset}' has a muon + "
-            "tau pair passing the preselection in any variant; check the input files and the "
+            f"empty selection: none of the {n} events of dataset '{table.meta.dataset}'{where} has a "
+            "muon + tau pair passing the preselection in any variant; check the input files and the "
             "config's selection section"
         )
 
