@@ -48,6 +48,23 @@ def training_rows(sample: EventSample) -> np.ndarray:
     return mask
 
 
+def probe_events(sample: EventSample, features: list[str] | None = None, n: int = 512) -> np.ndarray:
+    """Up to ``n`` events to check an imported model on: selected in the nominal variant and
+    with finite nominal features (an event selected only in a shifted variant has NaN nominal
+    features). Columns in the order of ``features`` (default: the sample's features)."""
+    features = list(sample.features) if features is None else list(features)
+    unknown = [f for f in features if f not in sample.features]
+    if unknown:
+        raise AuditError(f"features {unknown} are not in the feature tables (available: {sample.features})")
+    cols = [sample.features.index(f) for f in features]
+    x = sample.X[NOMINAL][:, cols]
+    rows = np.flatnonzero(sample.selected(NOMINAL) & np.isfinite(x).all(axis=1))
+    if len(rows) == 0:
+        raise AuditError("no event is selected with finite features in the nominal variant: "
+                         "cannot check the imported model (check the selection)")
+    return x[rows[:n]]
+
+
 def train(sample: EventSample, cfg: AnalysisConfig, model_name: str, log=None):
     settings = training_settings(cfg, model_name)
     rows = training_rows(sample)

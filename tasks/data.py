@@ -131,7 +131,6 @@ class SelectEvents(AuditWorkflow):
         )
         for line in table.meta.extra.get("warnings", []):
             warn(line)
-            self.publish_message(f"warning: {line}")
         with atomic_path(self.output(), suffix=".parquet") as tmp:
             table.write(tmp)
 
@@ -233,4 +232,4 @@ def warn(line: str) -> None:
     """A warning line on the terminal (stderr), through the luigi logger when it is set up."""
     import logging
 
-    logging.getLogger("luigi-interface").warning(f"warning: {line}")
+    logging.getLogger("luigi-interface").warning(line)

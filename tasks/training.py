@@ -74,10 +74,15 @@ class TrainModel(ModelWorkflow):
         outputs = self.output()
         spec = self.cfg.models[self.model_name]
         if "torchscript" in spec:
+            from analysis.classifier_stage import probe_events
+            from analysis.ml.modelio import check_feature_list
+
             features = spec.get("features", self.cfg.feature_names)
             sample = load_sample(self)
+            # probe on selected events with finite nominal features, in the model's order
+            probe = probe_events(sample, check_feature_list(features, sample.features))
             import_user_model(spec["torchscript"], features, self.cfg.feature_names,
-                              outputs["model"].path, probe=sample.X["nominal"][:512])
+                              outputs["model"].path, probe=probe)
             write_json_atomic(outputs["metrics"], {"model": self.model_name, "kind": "torchscript",
                                                    "source": spec["torchscript"]})
             return

@@ -80,9 +80,11 @@ def test_pickled_code_is_refused(tmp_path, capsys):
     evil = tmp_path / "evil.pt"
     torch.save({"w": torch.zeros(2), "x": _Evil()}, evil, pickle_protocol=pickle.DEFAULT_PROTOCOL)
     capsys.readouterr()
-    with pytest.raises(AuditError, match="not a readable weights file"):
+    with pytest.raises(AuditError, match="was refused: it holds Python objects besides tensors") as err:
         load_state_dict_file(evil)
     assert "code executed" not in capsys.readouterr().out
+    # never the advice to load it with weights_only=False (which would run its code)
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
 
 
 def test_mismatched_weights_for_spec(tmp_path):

@@ -149,10 +149,24 @@ def load_state_dict_file(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise AuditError(f"model weights file {path} does not exist")
+    import pickle
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, not a torch file, or a pickle with code in it
-        raise AuditError(f"{path} is not a readable weights file (state dict): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise AuditError(f"{path} is not a readable weights file (state dict), corrupt or truncated: "
+                             f"UnpicklingError: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
+        # torch's own message advises weights_only=False, i.e. running the file's code: never
+        raise AuditError(
+            f"{path} was refused: it holds Python objects besides tensors, and model files are "
+            "loaded without running code from them; save only the state dict "
+            "(torch.save(model.state_dict(), path))"
+        ) from None
+    except Exception as e:  # corrupt or truncated file, not a torch file
+        first = next((line for line in str(e).splitlines() if line.strip() and "weights_only" not in line), "")
+        raise AuditError(f"{path} is not a readable weights file (state dict), corrupt or truncated: "
+                         f"{type(e).__name__}{': ' + first[:200] if first else ''}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise AuditError(f"{path} does not contain a state dict (a mapping of names to tensors)")
     return state
