@@ -1,0 +1,121 @@
+"""Data-visibility tests: the toy-calibrated global test has its nominal false-alarm rate, every
+look's asymptotic chi2 p-value is calibrated, and the calibration is deterministic and cached."""
+
+import json
+
+import numpy as np
+import pytest
+
+from analysis.visibility import Calibration, VisibilitySettings, build_looks, calibrate
+from analysis.visibility.synthetic import make_synthetic
+
+ALPHA = 0.05
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    a = make_synthetic(20000, seed=1)
+    x = a.features(0.0)
+    reg = a.regions(x)
+    nn = a.nn_score(x)
+    s = VisibilitySettings(n_toys=500, n_test_toys=500, alpha=ALPHA)
+    looks = build_looks(x, a.weights, reg, a.feature_names, list(a.control_regions), s, nn_output=nn)
+    return a, x, reg, nn, looks, calibrate(looks, x, a.weights, reg, s, seed=11, nn_output=nn)
+
+
+def test_global_false_alarm_rate_is_alpha_on_independent_toys(calibrated):
+    """The rate is measured on 500 null toys independent of the 500 that fixed p*. Its deviation
+    from alpha has two honest sources of noise: the binomial noise of the 500 test toys and the
+    noise of p* itself (an order statistic of 500 toys: its true rate scatters by
+    sqrt(alpha (1 - alpha) / 500)); the test allows 2.5 of the combined standard error."""
+    *_, looks, cal = calibrated
+    assert cal.n_toys == 500 and cal.n_test_toys == 500
+    se = np.sqrt(ALPHA * (1 - ALPHA) * (1 / cal.n_toys + 1 / cal.n_test_toys))
+    assert abs(cal.false_alarm_rate - ALPHA) < 2.5 * se, (cal.false_alarm_rate, se)
+    assert cal.false_alarm_unc == pytest.approx(np.sqrt(cal.false_alarm_rate * (1 - cal.false_alarm_rate) / 500))
+    # the global threshold is far below alpha: many looks (a naive "any look p < alpha" would fire often)
+    assert cal.p_threshold < ALPHA / 10
+    naive = float(np.mean(cal.min_p_test < ALPHA))
+    assert naive > 0.5
+
+
+def test_every_look_has_its_nominal_false_alarm_rate(calibrated):
+    """Each look's asymptotic chi2 p-value, tested at alpha on the 500 independent toys.
+
+    Looks share events, so their rates are correlated and the count of looks outside 2.5
+    binomial SE does not follow a binomial of the number of looks (1.2% expected if they were
+    independent): the test allows 10%. The mean rate over looks is compared with alpha using the
+    standard error measured from the toys themselves (the spread over toys of the fraction of
+    looks that reject), which includes the correlations; and no single look may be off by more
+    than 4.5 SE (a real miscalibration of one binning, not a fluctuation among ~65 looks)."""
+    *_, looks, cal = calibrated
+    n = cal.n_test_toys
+    rates = np.array(list(cal.per_look_false_alarm.values()))
+    assert len(rates) == len(looks) > 50
+    se = np.sqrt(ALPHA * (1 - ALPHA) / n)
+    outside = float(np.mean(np.abs(rates - ALPHA) > 2.5 * se))
+    assert outside <= 0.10, outside
+    assert np.max(np.abs(rates - ALPHA)) < 4.5 * se
+    summary = cal.summary()
+    mean, mean_se = summary["per_look_mean_false_alarm"], summary["per_look_mean_false_alarm_unc"]
+    assert mean == pytest.approx(rates.mean())
+    assert abs(mean - ALPHA) < 2.5 * mean_se, (mean, mean_se)
+    assert summary["per_look_fraction_outside_2p5_se"] == pytest.approx(outside)
+
+
+def test_looks_cover_the_kinds_and_bins_expect_enough_events(calibrated):
+    a, x, reg, nn, looks, cal = calibrated
+    kinds = {lk.kind for lk in looks.looks}
+    assert kinds == {"feature", "pair", "nn_output"}
+    assert np.all(looks.m >= looks.settings.min_expected)
+    # equal population: the tau_pt bins of the signal region expect (nearly) the same yield
+    lk = next(lk for lk in looks.looks if lk.id == "sr/feature:tau_pt")
+    m = looks.m[lk.offset:lk.offset + lk.n_bins]
+    assert lk.n_bins == 10 and m.max() / m.min() < 1.2
+    # the integer feature gets unique edges only: fewer bins, never a split integer
+    nj = next(lk for lk in looks.looks if lk.id == "sr/feature:n_jets")
+    assert 2 <= nj.n_bins < 10 and np.all(nj.edges[0] == np.round(nj.edges[0]))
+    json.dumps(cal.summary())
+
+
+def test_signal_region_nn_output_is_never_a_look(calibrated):
+    a, x, reg, nn, looks, cal = calibrated
+    nn_looks = [lk for lk in looks.looks if "nn_output" in lk.axes]
+    assert sorted(lk.region for lk in nn_looks) == sorted(a.control_regions)
+    assert not any(lk.region == "sr" and "nn_output" in lk.axes for lk in looks.looks)
+    none = build_looks(x, a.weights, reg, a.feature_names, [], VisibilitySettings(), nn_output=nn)
+    assert not any("nn_output" in lk.axes for lk in none.looks)
+
+
+def test_same_seed_same_toys_other_seed_other_toys_block_size_irrelevant():
+    a = make_synthetic(3000, seed=2)
+    x = a.features(0.0)
+    reg = a.regions(x)
+    s = VisibilitySettings(n_toys=200, n_test_toys=200, looks=("feature", "pair"))
+    looks = build_looks(x, a.weights, reg, a.feature_names, [], s)
+    c1 = calibrate(looks, x, a.weights, reg, s, seed=4)
+    c2 = calibrate(looks, x, a.weights, reg, s, seed=4)
+    c3 = calibrate(looks, x, a.weights, reg, s, seed=5)
+    s7 = VisibilitySettings(n_toys=200, n_test_toys=200, looks=("feature", "pair"), toy_block=7)
+    c4 = calibrate(looks, x, a.weights, reg, s7, seed=4)
+    assert np.array_equal(c1.residuals, c2.residuals) and c1.p_threshold == c2.p_threshold
+    assert np.array_equal(c1.min_p_test, c2.min_p_test)
+    assert not np.array_equal(c1.residuals, c3.residuals)
+    assert np.array_equal(c1.residuals, c4.residuals)
+    # residuals are integer counts minus the prediction, with the variance m + s^2 of the denominator
+    ratio = c1.residuals.var(axis=0) / looks.var
+    assert 0.85 < ratio.mean() < 1.15
+
+
+def test_save_and_load_give_the_same_numbers(calibrated, tmp_path):
+    a, x, reg, nn, looks, cal = calibrated
+    path = tmp_path / "calibration.npz"
+    cal.save(path)
+    back = Calibration.load(path)
+    assert back.p_threshold == cal.p_threshold and back.false_alarm_rate == cal.false_alarm_rate
+    assert back.looks.ids == looks.ids and np.array_equal(back.looks.m, looks.m)
+    xs = a.features(1.0)
+    r1 = cal.power(looks.shift(xs, a.regions(xs), a.nn_score(xs)))
+    r2 = back.power(back.looks.shift(xs, a.regions(xs), a.nn_score(xs)))
+    assert r1.to_dict() == r2.to_dict()
+    json.dumps(r2.to_dict())
