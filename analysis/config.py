@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,9 +167,12 @@ def resolve_dataset_files(dataset: Dataset, config: AnalysisConfig) -> list[Path
 def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
     text = str(name_or_path)
     candidate = Path(text).expanduser()
-    if candidate.suffix in (".yaml", ".yml") or os.sep in text:
+    if candidate.suffix in (".yaml", ".yml") or os.sep in text or candidate.is_dir():
         if not candidate.exists():
             raise AuditError(f"config file {candidate} does not exist")
+        if candidate.is_dir():
+            raise AuditError(f"--config {text}: {candidate} is a directory; give a YAML file "
+                             "(e.g. config/ci.yaml) or a shipped config name")
         return candidate.resolve()
     shipped = CONFIG_DIR / f"{text}.yaml"
     if shipped.exists():
@@ -180,9 +184,17 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
 def load_config(name_or_path: str | os.PathLike = "demo") -> AnalysisConfig:
     path = resolve_config_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise AuditError(f"{_show(path)}: not a UTF-8 text file (byte {err.start} cannot be decoded): "
+                         "give a YAML configuration file") from None
+    except OSError as err:
+        raise AuditError(f"{_show(path)}: cannot read the configuration file ({err.strerror or err})") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise AuditError(f"{_show(path)}: not valid YAML: {err}") from None
+        one_line = " ".join(str(err).split())
+        raise AuditError(f"{_show(path)}: not valid YAML: {one_line}") from None
     if not isinstance(raw, dict):
         raise AuditError(f"{_show(path)}: the top level must be a mapping of keys")
     return _Validator(path, raw).build()
@@ -219,7 +231,13 @@ class _Validator:
         value = mapping[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:  # yes/no/true are not numbers
+            value = None
+        if kind is float and isinstance(value, float) and not math.isfinite(value):
+            self.fail(f"{where}.{key}" if where else key, f"must be a finite number, got {value!r}")
         if not isinstance(value, kind):
+            value = mapping[key]
             names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
             self.fail(f"{where}.{key}" if where else key, f"expected {names}, got {value!r}")
         return value
@@ -238,17 +256,26 @@ class _Validator:
         kind = inp.get("kind", "nanoaod")
         if kind not in INPUT_KINDS:
             self.fail("input.kind", f"unknown input kind '{kind}' (known: {list(INPUT_KINDS)})")
-        if "chunk_size" in inp and (not isinstance(inp["chunk_size"], int) or inp["chunk_size"] <= 0):
+        if "chunk_size" in inp and (not self._is_int(inp["chunk_size"]) or inp["chunk_size"] <= 0):
             self.fail("input.chunk_size", "must be a positive integer")
+        if "branches" in inp:
+            if kind != "nanoaod":
+                self.fail("input.branches", "maps NanoAOD branch names: only for input.kind: nanoaod")
+            from analysis.selection.objects import branch_candidates
+
+            self._wrap(lambda: branch_candidates(inp))
+        from analysis.tables import weight_sanity_limits
+
+        self._wrap(lambda: weight_sanity_limits(inp.get("weight_sanity")))
 
         datasets = self._datasets(kind)
-        systematics = self._systematics(datasets)
+        systematics = self._systematics(datasets, kind)
         regions = self._regions()
         signal_region = self.get(raw, "signal_region", "", str, next(iter(regions)))
         if signal_region not in regions:
             self.fail("signal_region", f"unknown region '{signal_region}' (known: {list(regions)})")
-        if len(regions) < 2:
-            self.fail("regions", "need a signal region and at least one control region")
+        if not regions:
+            self.fail("regions", "need at least one region (the signal region)")
         features = self._features()
         models = self._models(systematics)
         attacks = self._named_sections("attacks")
@@ -260,12 +287,15 @@ class _Validator:
             if a not in attacks:
                 self.fail("audit.attacks", f"unknown attack '{a}' (known: {list(attacks)})")
         n_sigma = audit.get("n_sigma", 1.0)
-        if not isinstance(n_sigma, (int, float)) or n_sigma < 0:
-            self.fail("audit.n_sigma", f"must be a non-negative number, got {n_sigma!r}")
+        if not self._is_number(n_sigma) or n_sigma <= 0:
+            # an envelope of zero width lets no attack move anything: every systematic would
+            # be reported "covered" without any test
+            self.fail("audit.n_sigma", f"must be a positive number (the envelope size in units of "
+                                       f"the systematic), got {n_sigma!r}")
+        if "max_events" in audit and (not self._is_int(audit["max_events"]) or audit["max_events"] <= 0):
+            self.fail("audit.max_events", f"must be a positive integer, got {audit['max_events']!r}")
         fit = self.get(raw, "fit", "", dict, {})
-        for ch in fit.get("channels", []) or []:
-            if ch not in regions:
-                self.fail("fit.channels", f"unknown region '{ch}' (known: {list(regions)})")
+        self._fit(fit, regions)
 
         return AnalysisConfig(
             name=name, path=self.path, seed=seed, luminosity=lumi, input=inp,
@@ -275,6 +305,47 @@ class _Validator:
             training=self.get(raw, "training", "", dict, {}), attacks=attacks, audit=audit,
             checks=self.get(raw, "checks", "", dict, {}), fit=fit, raw=raw,
         )
+
+    @staticmethod
+    def _is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    @staticmethod
+    def _is_number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    def _wrap(self, check):
+        """Run a check of another module; its AuditError gets this file's name in front."""
+        try:
+            return check()
+        except AuditError as err:
+            raise AuditError(f"{_show(self.path)}: {err}") from None
+
+    def _fit(self, fit: dict, regions: dict) -> None:
+        """Types of the fit settings, checked at load (the fit stage checks their meaning)."""
+        channels = fit.get("channels", []) or []
+        if not isinstance(channels, list):
+            self.fail("fit.channels", f"expected a list of regions, got {channels!r}")
+        for ch in channels:
+            if ch not in regions:
+                self.fail("fit.channels", f"unknown region '{ch}' (known: {list(regions)})")
+        for key in ("n_bins", "n_toys", "toys_per_chunk", "max_iterations"):
+            if key in fit and (not self._is_int(fit[key]) or fit[key] <= 0):
+                self.fail(f"fit.{key}", f"must be a positive integer, got {fit[key]!r}")
+        for key in ("min_background_per_bin", "max_relative_stat_uncertainty", "mu_true"):
+            if key in fit and not self._is_number(fit[key]):
+                self.fail(f"fit.{key}", f"must be a number, got {fit[key]!r}")
+        for key in ("min_background_per_bin", "max_relative_stat_uncertainty"):
+            if key in fit and fit[key] < 0:
+                self.fail(f"fit.{key}", f"must not be negative, got {fit[key]!r}")
+        if "binning" in fit and fit["binning"] not in ("uniform", "optimised"):
+            self.fail("fit.binning", f"must be uniform or optimised, got {fit['binning']!r}")
+        if "mc_stat_uncertainty" in fit and not isinstance(fit["mc_stat_uncertainty"], bool):
+            self.fail("fit.mc_stat_uncertainty", f"must be true or false, got {fit['mc_stat_uncertainty']!r}")
+        if "mu_bounds" in fit:
+            b = fit["mu_bounds"]
+            if not (isinstance(b, list) and len(b) == 2 and all(self._is_number(x) for x in b) and b[0] < b[1]):
+                self.fail("fit.mu_bounds", f"expected [low, high] with low < high, got {b!r}")
 
     def _datasets(self, input_kind: str) -> dict[str, Dataset]:
         section = self.get(self.raw, "datasets", "", dict)
@@ -314,7 +385,7 @@ class _Validator:
             self.fail("datasets", "every dataset is signal: configure at least one background")
         return out
 
-    def _systematics(self, datasets: dict[str, Dataset]) -> dict[str, Systematic]:
+    def _systematics(self, datasets: dict[str, Dataset], input_kind: str = "nanoaod") -> dict[str, Systematic]:
         section = self.get(self.raw, "systematics", "", dict, {})
         processes = {d.process for d in datasets.values()} | set(datasets)
         out = {}
@@ -331,7 +402,8 @@ class _Validator:
             if unc == 0:
                 self.fail(f"{where}.uncertainty", "zero uncertainty: remove the systematic instead")
             obj = self.get(spec, "object", where, str, None)
-            if kind == "shift" and obj is None:
+            # flat tables bring their shifted columns (or a recipe, or sigma_i): no object needed
+            if kind == "shift" and obj is None and input_kind == "nanoaod":
                 self.fail(f"{where}.object", "missing: a shift systematic moves an object")
             procs = self.get(spec, "processes", where, list, None)
             for p in procs or []:

@@ -86,10 +86,8 @@ the column or the config key; nothing is written here, so a failure leaves no ou
 
 from __future__ import annotations
 
-import glob
 import importlib
-import os
-import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -473,8 +471,11 @@ def read_flat_dataset(dataset: Dataset, config: AnalysisConfig) -> FeatureTable:
         feature_cols + flag_sources + list(opts.cuts)
         + [c for c in (opts.mt_column, opts.charge_column) if c is not None]
     ))
-    recipe_cols = [c for s in opts.shifts.values() if s.kind == "recipe" for c in RECIPES[s.recipe][2]]
     applies = {s: config.systematics[s].applies_to(dataset.process) for s in opts.shifts}
+    # a systematic that does not apply to this dataset's process needs none of its inputs
+    recipe_cols = [c for name, s in opts.shifts.items() if s.kind == "recipe" and applies[name]
+                   for c in RECIPES[s.recipe][2]]
+    warned: list[str] = []
 
     frames, column_shifts, id_mode = [], None, None
     for path in files:
@@ -493,7 +494,7 @@ def read_flat_dataset(dataset: Dataset, config: AnalysisConfig) -> FeatureTable:
         if column_shifts is None:
             column_shifts = {}
             for syst, source in opts.shifts.items():
-                if source.kind != "columns":
+                if source.kind != "columns" or not applies[syst]:
                     continue
                 found = _shifted_columns(source, physics_cols + recipe_cols, avail)
                 if not found:
@@ -520,10 +521,25 @@ def read_flat_dataset(dataset: Dataset, config: AnalysisConfig) -> FeatureTable:
                 + f"; dataset '{dataset.name}' needs it (features, weights, ids, cuts or shifts in {_where(config)})"
             )
         frame = read_columns(path, fmt, needed, opts.tree)
+        if len(frame) == 0:
+            # e.g. a CSV with only its header line: nothing to read, like a ROOT file with
+            # zero entries (the dataset fails below if no file has rows)
+            line = f"dataset '{dataset.name}': skipping {path}: it has no data rows (only a header)"
+            warnings.warn(line, FlatInputWarning, stacklevel=2)
+            warned.append(line)
+            continue
         for col in needed:
             if col != opts.label_column:
                 frame[col] = _numeric(frame, col, path)
+        if opts.missing_value is None:
+            for line in _sentinel_warnings(frame, physics_cols, path):
+                warnings.warn(line, FlatInputWarning, stacklevel=2)
+                warned.append(line)
         frames.append(frame)
+    if not frames:
+        raise AuditError(f"dataset '{dataset.name}': no data rows in any of its files "
+                         f"({', '.join(str(f) for f in files)}; a CSV with only its header has none): "
+                         f"give files with events in datasets.{dataset.name}.files")
 
     import pandas as pd
 
@@ -624,6 +640,7 @@ def read_flat_dataset(dataset: Dataset, config: AnalysisConfig) -> FeatureTable:
         features=config.feature_names, variants=variants, weight_variations=list(weight_vars),
         regions=list(config.regions),
         extra={
+            "warnings": warned,
             "input": {"kind": "flat", "files": [str(f) for f in files],
                       "formats": sorted({file_format(f, opts.format) for f in files})},
             "n_rows_read": n_read,
@@ -662,6 +679,29 @@ def declared_sigmas(table: FeatureTable, systematic: str) -> tuple[dict[str, flo
 
 
 # -- helpers -------------------------------------------------------------------------------
+class FlatInputWarning(UserWarning):
+    """Something in a flat input file is probably not what the user meant (named in the text)."""
+
+
+# values used as "undefined" markers in ntuples (HiggsML -999.0, ROOT defaults -9999 ...)
+SENTINEL_VALUES = (-99.0, -999.0, -9999.0, -99999.0, -999999.0)
+
+
+def _sentinel_warnings(frame, columns, path) -> list[str]:
+    """One line per column holding a marker-like value while input.missing is not set."""
+    lines = []
+    for col in columns:
+        values = frame[col].to_numpy(dtype=np.float64)
+        for marker in SENTINEL_VALUES:
+            n = int(np.count_nonzero(values == marker))
+            if n:
+                lines.append(
+                    f"{path}: column '{col}' has {n} value(s) equal to {marker:g}, which looks like a "
+                    f"missing-value marker; it is used as a physical value. If it means 'undefined', "
+                    f"set input.missing.value: {marker:g}")
+    return lines
+
+
 def _label_matches(labels, signal_label, is_signal: bool, files) -> np.ndarray:
     values = labels.to_numpy()
     if values.dtype.kind in "biuf":

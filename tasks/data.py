@@ -179,6 +179,8 @@ class MergeFeatures(AuditWorkflow):
             from analysis.flat_tables import read_flat_dataset
 
             table = read_flat_dataset(ds, cfg)
+            for line in table.meta.extra.get("warnings", []):
+                warn(line)
         else:
             from analysis.selection.run import file_warnings, normalise_weights
 

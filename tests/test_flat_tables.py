@@ -363,3 +363,67 @@ def test_declared_uncertainties_become_coherent_variants_in_the_sample(flat_file
     env = Envelope.from_variants(x, sample.X["decl_up"], sample.X["decl_down"], feature_names=sample.features)
     assert env.width[n_sig:].abs().max().item() == 0.0
     assert env.width[:n_sig, j_eta].min().item() > 0
+
+
+def test_shift_columns_needed_only_where_the_systematic_applies(flat_files):
+    """systematics.<s>.processes: a dataset the shift does not apply to needs no shifted columns."""
+    plain = make_frame(1).drop(columns=["pt_a__ptsc_up", "pt_a__ptsc_down", "mt__ptsc_up", "mt__ptsc_down"])
+    plain.to_csv(flat_files / "data" / "sig_plain.csv", index=False)
+    cfg = base_config(["data/sig_plain.csv"], ["data/bkg.csv"])
+    cfg["systematics"]["ptsc"]["processes"] = ["bkg"]
+    tables = read_flat_datasets(write_config(flat_files, cfg))
+    sig, bkg = tables["sig"], tables["bkg"]
+    assert np.array_equal(sig.columns["pt_a__ptsc_up"], sig.columns["pt_a__nominal"])
+    assert not np.array_equal(bkg.columns["pt_a__ptsc_up"], bkg.columns["pt_a__nominal"])
+    # where it applies, the columns stay required
+    cfg["systematics"]["ptsc"]["processes"] = ["sig", "bkg"]
+    with pytest.raises(AuditError, match="systematics.ptsc: no shifted columns"):
+        read_flat_datasets(write_config(flat_files, cfg))
+
+
+def test_one_region_and_no_object_for_flat_shifts(flat_files):
+    cfg = base_config(["data/sig.csv"], ["data/bkg.csv"])
+    cfg["regions"] = {"signal": {"charge": "opposite", "mt_max": 50.0}}
+    del cfg["systematics"]["ptsc"]["object"]
+    del cfg["systematics"]["decl"]["object"]
+    loaded = write_config(flat_files, cfg)
+    assert loaded.control_regions == [] and loaded.systematics["ptsc"].object is None
+    tables = read_flat_datasets(loaded)
+    assert tables["sig"].regions == ["signal"] and tables["sig"].in_region("signal").any()
+    # NanoAOD shifts still move an object
+    nano = load_config("ci").raw
+    nano = copy.deepcopy(nano)
+    del nano["systematics"]["tau_es"]["object"]
+    path = flat_files / "nano.yaml"
+    path.write_text(yaml.safe_dump(nano))
+    with pytest.raises(AuditError, match="systematics.tau_es.object: missing"):
+        load_config(path)
+
+
+def test_sentinel_values_without_missing_option_warn_naming_column_and_value(flat_files):
+    from analysis.flat_tables import FlatInputWarning
+
+    cfg = base_config(["data/sig.csv"], ["data/bkg.csv"])
+    del cfg["input"]["missing"]
+    cfg["features"] = [f for f in cfg["features"] if f["name"] != "jet_missing"]
+    with pytest.warns(FlatInputWarning, match=r"sig\.csv: column 'jet_pt' has \d+ value\(s\) equal to -999.*input\.missing\.value: -999"):
+        tables = read_flat_datasets(write_config(flat_files, cfg))
+    assert any("'jet_pt'" in w for w in tables["sig"].meta.extra["warnings"])
+    # with input.missing the marker is handled, and nothing is said
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("error", FlatInputWarning)
+        read_flat_datasets(write_config(flat_files, base_config(["data/sig.csv"], ["data/bkg.csv"])))
+
+
+def test_header_only_csv(flat_files):
+    from analysis.flat_tables import FlatInputWarning
+
+    make_frame(1).iloc[:0].to_csv(flat_files / "data" / "header.csv", index=False)
+    expect_error(flat_files, base_config(["data/header.csv"], ["data/bkg.csv"]), "header.csv", "no data rows", "sig")
+    # next to a file with rows it is skipped with a warning naming it
+    cfg = write_config(flat_files, base_config(["data/header.csv", "data/sig.csv"], ["data/bkg.csv"]))
+    with pytest.warns(FlatInputWarning, match=r"skipping .*header\.csv: it has no data rows"):
+        table = read_flat_dataset(cfg.datasets["sig"], cfg)
+    assert table.n_events == N
