@@ -39,6 +39,9 @@ class SyntheticAnalysis:
             "n_jets": b["n_jets"], "jet_pt": jet, "eta_lep": b["eta_lep"], "dphi": b["dphi"],
             "mt": mt, "pt_sum": tau + lep + jet, "dphi_met": b["dphi_met"],
         }
+        for n in self.feature_names:
+            if n.startswith("extra_"):
+                cols[n] = b[n]
         return np.stack([cols[n] for n in self.feature_names], axis=1)
 
     def regions(self, x: np.ndarray) -> dict:
@@ -59,13 +62,15 @@ class SyntheticAnalysis:
 
 def make_synthetic(n_events: int = 30000, seed: int = 0, n_features: int = 6, weight_scale: float = 1.0,
                    scale: float = 0.03) -> SyntheticAnalysis:
-    """A synthetic analysis with ``n_features`` (6 or 12) features and weights U(0.5, 2) times
+    """A synthetic analysis with ``n_features`` (6, 12, or more: 12 plus unscaled Gaussian
+    ``extra_<i>`` columns, for timing at a demo's ~21 features) and weights U(0.5, 2) times
     ``weight_scale`` (1% of the events carry 5x the weight: uneven weights)."""
     names = ["tau_pt", "lep_pt", "eta_tau", "m_vis", "met", "n_jets"]
-    if n_features == 12:
+    if n_features >= 12:
         names += ["jet_pt", "eta_lep", "dphi", "mt", "pt_sum", "dphi_met"]
+        names += [f"extra_{i}" for i in range(1, n_features - 11)]
     elif n_features != 6:
-        raise ValueError("n_features must be 6 or 12")
+        raise ValueError("n_features must be 6 or >= 12")
     rng = np.random.default_rng(seed)
     n = int(n_events)
     base = {
@@ -75,6 +80,9 @@ def make_synthetic(n_events: int = 30000, seed: int = 0, n_features: int = 6, we
         "dphi_met": rng.uniform(0.0, np.pi, n), "nu": rng.exponential(20.0, n),
         "n_jets": rng.poisson(1.2, n).astype(np.float64),
     }
+    for name in names:
+        if name.startswith("extra_"):
+            base[name] = rng.normal(0.0, 1.0, n)
     w = rng.uniform(0.5, 2.0, n)
     w[rng.random(n) < 0.01] *= 5.0
     return SyntheticAnalysis(base, w * weight_scale, names, scale)
