@@ -88,6 +88,8 @@ def test_signal_region_nn_output_is_never_a_look(calibrated):
 
 
 def test_same_seed_same_toys_other_seed_other_toys_block_size_irrelevant():
+    """Counter-based toys: the numbers depend on (seed, toy) only, not on the block size, the
+    number of threads or the size of the one-hot chunks."""
     a = make_synthetic(3000, seed=2)
     x = a.features(0.0)
     reg = a.regions(x)
@@ -96,12 +98,14 @@ def test_same_seed_same_toys_other_seed_other_toys_block_size_irrelevant():
     c1 = calibrate(looks, x, a.weights, reg, s, seed=4)
     c2 = calibrate(looks, x, a.weights, reg, s, seed=4)
     c3 = calibrate(looks, x, a.weights, reg, s, seed=5)
-    s7 = VisibilitySettings(n_toys=200, n_test_toys=200, looks=("feature", "pair"), toy_block=7)
+    s7 = VisibilitySettings(n_toys=200, n_test_toys=200, looks=("feature", "pair"), toy_block=7, n_threads=1)
     c4 = calibrate(looks, x, a.weights, reg, s7, seed=4)
+    s3 = VisibilitySettings(n_toys=200, n_test_toys=200, looks=("feature", "pair"), n_threads=3, max_matrix_mb=0.5)
+    c5 = calibrate(looks, x, a.weights, reg, s3, seed=4)
     assert np.array_equal(c1.residuals, c2.residuals) and c1.p_threshold == c2.p_threshold
     assert np.array_equal(c1.min_p_test, c2.min_p_test)
     assert not np.array_equal(c1.residuals, c3.residuals)
-    assert np.array_equal(c1.residuals, c4.residuals)
+    assert np.array_equal(c1.residuals, c4.residuals) and np.array_equal(c1.residuals, c5.residuals)
     # residuals are integer counts minus the prediction, with the variance m + s^2 of the denominator
     ratio = c1.residuals.var(axis=0) / looks.var
     assert 0.85 < ratio.mean() < 1.15

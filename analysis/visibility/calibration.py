@@ -58,12 +58,16 @@ class ShiftSummary:
     looks: list = field(default_factory=list)      # per look: id, name, kind, region, ndf, lambda, ...
     most_visible: dict = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, top: int | None = None) -> dict:
+        """JSON-ready; ``top``: keep only the ``top`` most visible looks (default all)."""
+        looks = self.looks
+        if top is not None:
+            looks = sorted(looks, key=lambda r: (r["power"], r["lambda"]), reverse=True)[:int(top)]
         return {
             "power": float(self.power), "power_unc": float(self.power_unc), "hidden": bool(self.hidden),
             "power_max": float(self.power_max), "alpha": float(self.alpha), "p_threshold": float(self.p_threshold),
             "n_toys": int(self.n_toys), "noise_correction": str(self.noise_correction),
-            "most_visible": dict(self.most_visible), "looks": [dict(lk) for lk in self.looks],
+            "most_visible": dict(self.most_visible), "looks": [dict(lk) for lk in looks],
         }
 
 
@@ -230,13 +234,17 @@ def calibrate(looks: Looks, x_nominal, weights, in_region: dict, settings: Visib
     if x.ndim != 2 or x.shape != (looks.n_events, len(looks.feature_names)):
         raise AuditError(f"x_nominal has shape {x.shape}, the looks were built on "
                          f"{(looks.n_events, len(looks.feature_names))}")
+    cols = [looks.feature_names.index(f) for f in looks.used_features]
+    if not np.array_equal(np.asarray(x[:, cols], dtype=np.float64), looks._x, equal_nan=True):
+        raise AuditError("calibrate() got other nominal features than the looks were built from")
     full_seed = int(settings.seed) + int(seed)
     t0 = time.perf_counter()
     counter = BinCounter(looks, settings.max_matrix_mb)
     n_cal, n_test = settings.n_toys, settings.n_test_toys
     residuals = np.empty((n_cal, looks.n_bins_total), dtype=np.float32)
     min_p_cal = np.empty(n_cal)
-    for start, eps in null_residuals(looks, counter, full_seed, CALIBRATION_STREAM, n_cal, settings.toy_block):
+    for start, eps in null_residuals(looks, counter, full_seed, CALIBRATION_STREAM, n_cal, settings.toy_block,
+                                       settings.threads):
         residuals[start:start + eps.shape[0]] = eps
         min_p_cal[start:start + eps.shape[0]] = p_values(pearson(eps, looks.var, looks.offsets), looks.ndf).min(axis=1)
     t1 = time.perf_counter()
@@ -245,7 +253,8 @@ def calibrate(looks: Looks, x_nominal, weights, in_region: dict, settings: Visib
     look_rej = np.zeros(len(looks), dtype=np.int64)
     look_rej_star = np.zeros(len(looks), dtype=np.int64)
     frac = np.empty(n_test)
-    for start, eps in null_residuals(looks, counter, full_seed, TEST_STREAM, n_test, settings.toy_block):
+    for start, eps in null_residuals(looks, counter, full_seed, TEST_STREAM, n_test, settings.toy_block,
+                                       settings.threads):
         p = p_values(pearson(eps, looks.var, looks.offsets), looks.ndf)
         sl = slice(start, start + eps.shape[0])
         min_p_test[sl] = p.min(axis=1)

@@ -24,6 +24,8 @@ of events: C (toys x events) @ one-hot (events x global bins of that region's lo
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 
@@ -32,17 +34,28 @@ def toy_generator(seed: int, stream: int, toy: int) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(key=key))
 
 
-def event_counts(weights: np.ndarray, seed: int, stream: int, toys) -> np.ndarray:
-    """(len(toys), N) float32 pseudo-data events c_ti drawn from each simulated event."""
+def event_counts(weights: np.ndarray, seed: int, stream: int, toys, n_threads: int = 1) -> np.ndarray:
+    """(len(toys), N) float32 pseudo-data events c_ti drawn from each simulated event.
+
+    Toys are drawn in ``n_threads`` threads (numpy's generators release the GIL); every toy has
+    its own generator, so the numbers do not depend on the number of threads."""
     w = np.asarray(weights, dtype=np.float64)
     aw, sw = np.abs(w), np.sign(w).astype(np.float32)
     toys = list(toys)
     out = np.zeros((len(toys), w.size), dtype=np.float32)
-    for j, t in enumerate(toys):
-        rng = toy_generator(seed, stream, t)
+
+    def draw(j):
+        rng = toy_generator(seed, stream, toys[j])
         b = rng.poisson(1.0, w.size)
         pos = np.nonzero(b > 0)[0]
         out[j, pos] = rng.poisson(aw[pos] * b[pos]) * sw[pos]
+
+    if n_threads > 1 and len(toys) > 1:
+        with ThreadPoolExecutor(min(n_threads, len(toys))) as pool:
+            list(pool.map(draw, range(len(toys))))
+    else:
+        for j in range(len(toys)):
+            draw(j)
     return out
 
 
@@ -76,9 +89,10 @@ class BinCounter:
         return out
 
 
-def null_residuals(looks, counter: BinCounter, seed: int, stream: int, n_toys: int, block: int):
+def null_residuals(looks, counter: BinCounter, seed: int, stream: int, n_toys: int, block: int,
+                   n_threads: int = 1):
     """Yield (first toy, residuals N - m of a block of toys (n_block, n_bins_total))."""
     for start in range(0, n_toys, block):
         toys = range(start, min(start + block, n_toys))
-        c = event_counts(looks.weights[counter.active], seed, stream, toys)
+        c = event_counts(looks.weights[counter.active], seed, stream, toys, n_threads)
         yield start, counter.counts(c) - looks.m

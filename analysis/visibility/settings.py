@@ -17,7 +17,8 @@ luminosity?" (../shared/SCIENCE.md section 8, "Statistics of a verdict"). Their 
   a shift (analysis.visibility.shift): "look" (default), "bin" or "none".
 * ``seed`` (0): offset added to the caller's seed.
 * ``toy_block`` (200): toys per block (bounds memory), ``max_matrix_mb`` (64): size of one
-  dense one-hot block.
+  dense one-hot block, ``n_threads`` (0 = all cores): threads drawing the toys (the results do
+  not depend on it).
 
 Keys of other checks (the published thresholds ks_max, jsd_max, ...) are not ours: pass their
 names as ``known_other_keys`` and they are ignored; any other key is an error.
@@ -25,6 +26,7 @@ names as ``known_other_keys`` and they are ignored; any other key is an error.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 
 from analysis.errors import AuditError
@@ -49,6 +51,7 @@ class VisibilitySettings:
     seed: int = 0
     toy_block: int = 200
     max_matrix_mb: float = 64.0
+    n_threads: int = 0
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -91,6 +94,7 @@ class VisibilitySettings:
         if self.noise_correction not in ("look", "bin", "none"):
             fail("noise_correction", "must be one of ['look', 'bin', 'none']")
         integer("toy_block", 1)
+        integer("n_threads", 0)
         looks = self.looks
         if isinstance(looks, str) or not isinstance(looks, (list, tuple)) or not looks:
             fail("looks", f"must be a non-empty list of look kinds out of {list(LOOK_KINDS)}")
@@ -107,6 +111,10 @@ class VisibilitySettings:
             if not v:
                 fail(key, "must not be empty (leave it out to use all features)")
             object.__setattr__(self, key, tuple(dict.fromkeys(v)))
+
+    @property
+    def threads(self) -> int:
+        return self.n_threads or (os.cpu_count() or 1)
 
     @property
     def fields(self) -> tuple[str, ...]:
