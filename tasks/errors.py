@@ -6,7 +6,9 @@ task line plus the error message, and the excepthook does the same for errors ra
 while the command line is parsed (e.g. an unknown --config).
 """
 
+import errno
 import logging
+import re
 import sys
 
 from analysis.errors import AuditError
@@ -23,8 +25,9 @@ class CleanAuditErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, AuditError):
-            self._shorten(record, record.getMessage(), str(exc))
+        user = user_message(exc) if exc is not None else None
+        if user is not None:
+            self._shorten(record, record.getMessage(), user)
         elif isinstance(record.msg, str) and _MARKER in (text := record.getMessage()):
             self._shorten(record, text, text.split(_MARKER, 1)[1].strip())
         return True
@@ -38,9 +41,39 @@ class CleanAuditErrors(logging.Filter):
         record.exc_text = None
 
 
+def user_message(exc: BaseException) -> str | None:
+    """The one line a user sees for an error they can fix, or None for a real bug."""
+    if isinstance(exc, AuditError):
+        return str(exc)
+    try:
+        from luigi.parameter import MissingParameterException, ParameterException
+    except ImportError:  # pragma: no cover - luigi is a dependency
+        return None
+    if isinstance(exc, MissingParameterException):
+        m = re.search(r"requires the '(\w+)' parameter", str(exc))
+        name = m.group(1) if m else "?"
+        if name == "version":
+            return ("--version is missing: every output path carries a version; add e.g. --version v1 "
+                    "(the same version again reuses finished outputs)")
+        return f"--{name.replace('_', '-')} is missing: this task requires it"
+    if isinstance(exc, ParameterException):
+        return " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.errno in _USER_ERRNOS:
+        from tasks.base import _os_reason, data_path
+
+        return f"{_os_reason(exc)}; check DATA_PATH={data_path()} (a writable folder with free space)"
+    return None
+
+
+# file-system conditions a user fixes (permissions, full disk, read-only, wrong kind of path)
+_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+
+
 def _excepthook(exc_type, exc, tb, _previous=sys.excepthook):
-    if issubclass(exc_type, AuditError):
-        print(f"error: {exc}", file=sys.stderr)
+    text = user_message(exc)
+    if text is not None:
+        print(f"error: {text}", file=sys.stderr)
         return
     _previous(exc_type, exc, tb)
 

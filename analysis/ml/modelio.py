@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from analysis.errors import AuditError
-from analysis.files import apply_umask
+from analysis.files import apply_umask, temporary_name
 from analysis.ml.models import MLP, build_model, resolve_spec
 
 WEIGHTS_FILE = "weights.pt"
@@ -48,7 +48,7 @@ def _write_atomically(directory, writer) -> dict:
     behind (neither in ``directory`` nor the temporary folder) if ``writer`` fails."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_name(directory.name) + ".", dir=directory.parent))
     apply_umask(tmp, directory=True)
     try:
         writer(tmp)
