@@ -271,11 +271,11 @@ class _Validator:
         datasets = self._datasets(kind)
         systematics = self._systematics(datasets, kind)
         regions = self._regions()
+        if not regions:
+            self.fail("regions", "need at least one region (the signal region)")
         signal_region = self.get(raw, "signal_region", "", str, next(iter(regions)))
         if signal_region not in regions:
             self.fail("signal_region", f"unknown region '{signal_region}' (known: {list(regions)})")
-        if not regions:
-            self.fail("regions", "need at least one region (the signal region)")
         features = self._features()
         models = self._models(systematics)
         attacks = self._named_sections("attacks")
