@@ -150,6 +150,13 @@ def main(argv=None) -> dict:
         r = cal.power(sh)
         standard[name] = {"power": r.power, "power_unc": r.power_unc, "hidden": r.hidden,
                           "most_visible": r.most_visible, "bonferroni_power": cal_bonf.power(sh).power}
+    curve = []
+    for k in (0.0, 0.1, 0.25, 0.5, 1.0):
+        xs, rs, ns = variant(a, k)
+        r = cal.power(looks.shift(xs, rs, ns))
+        curve.append({"k_sigma": k, "power": r.power, "power_unc": r.power_unc,
+                      "most_visible": r.most_visible["id"], "most_visible_asymptotic_power": r.most_visible["power"],
+                      "most_visible_toy_power": r.most_visible["toy_power"]})
     t3 = time.perf_counter()
     control = random_control(a, looks, cal, range(n_seeds))
     t4 = time.perf_counter()
@@ -164,6 +171,7 @@ def main(argv=None) -> dict:
         "anchor": {"bonferroni_threshold": bonf, "bonferroni_false_alarm_rate": bonf_fa,
                    "naive_any_look_false_alarm_rate": naive_fa, "pstar_over_bonferroni": cal.p_threshold / bonf},
         "standard_shift": standard,
+        "power_curve": curve,
         "random_control": {"n_seeds": n_seeds, "hidden_rate": hidden_rate,
                            "mean_power": float(np.mean([c["power"] for c in control])),
                            "max_power": float(np.max([c["power"] for c in control])), "seeds": control},
@@ -184,6 +192,9 @@ def main(argv=None) -> dict:
           f"p* = {cal.p_threshold:.3g} (Bonferroni {bonf:.3g}); calibrate() {t2 - t1:.1f} s for "
           f"{2 * n_toys} toys = {2 * n_toys / (t2 - t1):.0f} toys/s; random control {t4 - t3:.1f} s "
           f"for {n_seeds} seeds; results in benchmarks/results/{path.name}")
+    print("power curve (k sigma: global power; most visible look asymptotic / toy power): " + "; ".join(
+        f"{c['k_sigma']}: {c['power']:.3f} ({c['most_visible_asymptotic_power']:.3f} / {c['most_visible_toy_power']:.3f})"
+        for c in curve))
     for t in result.get("demo_size_timing", []):
         print(f"demo size: {t['n_events']} events, {t['n_features']} features, looks {t['looks']}: "
               f"{t['n_looks']} looks, {t['n_bins_total']} bins, calibrate() {t['calibrate_s']:.1f} s for "

@@ -123,3 +123,28 @@ def test_save_and_load_give_the_same_numbers(calibrated, tmp_path):
     r2 = back.power(back.looks.shift(xs, a.regions(xs), a.nn_score(xs)))
     assert r1.to_dict() == r2.to_dict()
     json.dumps(r2.to_dict())
+
+
+def test_negative_weights_toy_variance_and_global_rate():
+    """With negative weights the toys' bin variance is sum |w| + sum w^2 (documented
+    approximation, larger than the denominator m + s^2); the toy-calibrated global test keeps
+    its false-alarm rate."""
+    a = make_synthetic(12000, seed=3)
+    neg = np.random.default_rng(0).random(len(a.weights)) < 0.1
+    a.weights = np.where(neg, -a.weights, a.weights)
+    x = a.features(0.0)
+    reg = a.regions(x)
+    s = VisibilitySettings(n_toys=400, n_test_toys=400, looks=("feature", "pair"))
+    looks = build_looks(x, a.weights, reg, a.feature_names, [], s)
+    cal = calibrate(looks, x, a.weights, reg, s, seed=8)
+    abs_sum = np.zeros(looks.n_bins_total)
+    for r in looks.regions:
+        rows, g = looks.nominal_bins(r)
+        abs_sum += np.bincount(g.ravel(), np.broadcast_to(np.abs(a.weights[rows]), g.shape).ravel(),
+                               minlength=looks.n_bins_total)
+    expected = (abs_sum + looks.s2) / looks.var
+    measured = cal.residuals.var(axis=0) / looks.var
+    assert expected.mean() > 1.04
+    assert measured.mean() == pytest.approx(expected.mean(), rel=0.03)
+    se = np.sqrt(ALPHA * (1 - ALPHA) * (1 / 400 + 1 / 400))
+    assert abs(cal.false_alarm_rate - ALPHA) < 2.5 * se
