@@ -90,36 +90,104 @@ def _hist(scores, weights, edges):
     return counts, sumw2
 
 
-def template_histograms(outputs: dict[str, np.ndarray], sample: EventSample, cfg: AnalysisConfig,
-                        edges: dict[str, np.ndarray]) -> dict:
-    """{channel: {dataset: {"nominal", "sumw2", "shapes": {syst: {"up", "down"}}}}}"""
+def _bin_index(scores, edges) -> np.ndarray:
+    """Bin of each score as np.histogram assigns it (after clipping into the edges; the last
+    bin includes its right edge); -1 for NaN (np.histogram drops those)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    idx = np.searchsorted(edges, np.clip(scores, edges[0], edges[-1]), side="right") - 1
+    idx = np.minimum(idx, len(edges) - 2)
+    return np.where(np.isfinite(scores), idx, -1)
+
+
+def template_index(outputs: dict[str, np.ndarray], sample: EventSample, cfg: AnalysisConfig,
+                   edges: dict[str, np.ndarray]) -> dict:
+    """Per (channel, dataset): the rows and bins of the nominal template and, per shape
+    systematic and direction, the rows, bins and the weight array they take (the nominal
+    weight for shift variants, the weight variation otherwise). Templates for any event
+    weights (a bootstrap replica) then cost a few bincounts (:func:`templates_from_index`)."""
     systs = shape_systematics(cfg, sample)
-    hists: dict = {}
+    index: dict = {"edges": {ch: np.asarray(e, dtype=np.float64) for ch, e in edges.items()}, "channels": {}}
     for ch in fit_channels(cfg):
-        hists[ch] = {}
+        e = index["edges"][ch]
+        per_ds = {}
         for d, name in enumerate(sample.datasets):
             in_ds = sample.dataset == d
-            m = in_ds & sample.region[(ch, NOMINAL)]
-            nominal, sumw2 = _hist(outputs[NOMINAL][m], sample.weight[m], edges[ch])
-            shapes = {}
+            rows = np.flatnonzero(in_ds & sample.region[(ch, NOMINAL)])
+            bins = _bin_index(outputs[NOMINAL][rows], e)
+            entry = {"rows": rows[bins >= 0], "bins": bins[bins >= 0], "shapes": {}}
             for s in systs:
-                shapes[s] = {}
+                entry["shapes"][s] = {}
                 for direction in ("up", "down"):
                     variant = f"{s}_{direction}"
                     if variant in sample.variants:
-                        mv = in_ds & sample.region[(ch, variant)]
-                        shapes[s][direction] = _hist(outputs[variant][mv], sample.weight[mv], edges[ch])[0]
+                        rv = np.flatnonzero(in_ds & sample.region[(ch, variant)])
+                        bv = _bin_index(outputs[variant][rv], e)
+                        entry["shapes"][s][direction] = (rv[bv >= 0], bv[bv >= 0], None)
                     else:
-                        shapes[s][direction] = _hist(outputs[NOMINAL][m], sample.weight_variations[variant][m],
-                                                     edges[ch])[0]
+                        entry["shapes"][s][direction] = (entry["rows"], entry["bins"], variant)
+            per_ds[name] = entry
+        index["channels"][ch] = per_ds
+    return index
+
+
+def _shape_noise(nb, up, down, wu, wd) -> np.ndarray:
+    """Covariance (nb, nb) of the estimator up - down over the MC events: sum_i a_i a_i^T with
+    a_i = w_up,i e_(bin under up) - w_down,i e_(bin under down) (an event in the same bin with
+    the same weight in both contributes nothing)."""
+    rows_u, bins_u = up
+    rows_d, bins_d = down
+    C = np.zeros(nb * nb)
+    np.add.at(C, bins_u * (nb + 1), wu ** 2)
+    np.add.at(C, bins_d * (nb + 1), wd ** 2)
+    # cross terms of the events selected under both directions
+    common, iu, jd = np.intersect1d(rows_u, rows_d, assume_unique=True, return_indices=True)
+    if len(common):
+        cross = -wu[iu] * wd[jd]
+        np.add.at(C, bins_u[iu] * nb + bins_d[jd], cross)
+        np.add.at(C, bins_d[jd] * nb + bins_u[iu], cross)
+    return C.reshape(nb, nb)
+
+
+def templates_from_index(index: dict, sample: EventSample, event_scale: np.ndarray | None = None) -> dict:
+    """{channel: {dataset: {"nominal", "sumw2", "shapes": {syst: {"up", "down"}},
+    "shape_noise": {syst: (nb, nb)}}}} with every event weight times ``event_scale`` (N,)
+    (default 1); "shape_noise" is the MC-noise covariance of up - down (see
+    analysis.stats.template_treatment)."""
+    scale = None if event_scale is None else np.asarray(event_scale, dtype=np.float64)
+    hists: dict = {}
+    for ch, per_ds in index["channels"].items():
+        nb = len(index["edges"][ch]) - 1
+        hists[ch] = {}
+
+        def weights(rows, source):
+            w = sample.weight[rows] if source is None else sample.weight_variations[source][rows]
+            return w if scale is None else w * scale[rows]
+
+        for name, entry in per_ds.items():
+            w = weights(entry["rows"], None)
+            nominal = np.bincount(entry["bins"], weights=w, minlength=nb)
             if nominal.sum() <= 0:
                 # a dataset the nominal model predicts nothing of in this channel (events may
                 # still migrate in under a shift): it cannot carry a template there
                 continue
-            hists[ch][name] = {"nominal": nominal, "sumw2": sumw2, "shapes": shapes}
+            sumw2 = np.bincount(entry["bins"], weights=w ** 2, minlength=nb)
+            shapes, noise = {}, {}
+            for s, dirs in entry["shapes"].items():
+                (ru, bu, su), (rd, bd, sd) = dirs["up"], dirs["down"]
+                wu, wd = weights(ru, su), weights(rd, sd)
+                shapes[s] = {"up": np.bincount(bu, weights=wu, minlength=nb),
+                             "down": np.bincount(bd, weights=wd, minlength=nb)}
+                noise[s] = _shape_noise(nb, (ru, bu), (rd, bd), wu, wd)
+            hists[ch][name] = {"nominal": nominal, "sumw2": sumw2, "shapes": shapes, "shape_noise": noise}
         if not hists[ch]:
             raise AuditError(f"fit channel '{ch}' has no events in the nominal variant: remove it from fit.channels")
     return hists
+
+
+def template_histograms(outputs: dict[str, np.ndarray], sample: EventSample, cfg: AnalysisConfig,
+                        edges: dict[str, np.ndarray]) -> dict:
+    """{channel: {dataset: {"nominal", "sumw2", "shapes": {syst: {"up", "down"}}, "shape_noise"}}}"""
+    return templates_from_index(template_index(outputs, sample, cfg, edges), sample)
 
 
 def norm_systematics(cfg: AnalysisConfig, sample: EventSample) -> tuple[dict, float | None]:
@@ -138,13 +206,30 @@ def signal_samples(sample: EventSample) -> list[str]:
     return [n for d, n in enumerate(sample.datasets) if (sample.y[sample.dataset == d] == 1).any()]
 
 
-def build_likelihood(outputs: dict[str, np.ndarray], sample: EventSample, cfg: AnalysisConfig) -> dict:
-    """Model spec, binning, templates and the truths of the standard scenarios."""
+def build_likelihood(outputs: dict[str, np.ndarray], sample: EventSample, cfg: AnalysisConfig, *,
+                     edges: dict[str, np.ndarray] | None = None, index: dict | None = None,
+                     event_scale: np.ndarray | None = None) -> dict:
+    """Model spec, binning, templates and the truths of the standard scenarios.
+
+    The shape templates are treated (symmetrised, smoothed, pruned: ``fit.shape_treatment``,
+    see analysis.stats.template_treatment) before the model is built; the truths of the
+    +-1 sigma scenarios are the untreated templates (the variation as simulated), so that
+    their toys test whether the treated model absorbs it. ``edges`` fixes the binning,
+    ``index`` (from :func:`template_index`) skips recomputing the events' bins, and
+    ``event_scale`` (N,) multiplies every event weight (a bootstrap replica of the MC)."""
     from analysis.stats.from_histograms import build_spec, truth_from_histograms
     from analysis.stats.model import Model
+    from analysis.stats.template_treatment import treat_templates, treatment_settings
 
-    edges = {ch: binning(outputs[NOMINAL], sample, cfg, ch) for ch in fit_channels(cfg)}
-    hists = template_histograms(outputs, sample, cfg, edges)
+    treatment = treatment_settings(cfg.fit.get("shape_treatment"))
+    if index is not None:
+        edges = index["edges"]
+    if edges is None:
+        edges = {ch: binning(outputs[NOMINAL], sample, cfg, ch) for ch in fit_channels(cfg)}
+    if index is None:
+        index = template_index(outputs, sample, cfg, edges)
+    hists = templates_from_index(index, sample, event_scale)
+    treated, record = treat_templates(hists, treatment)
     norm, lumi = norm_systematics(cfg, sample)
     signals = signal_samples(sample)
     bounds = cfg.fit.get("mu_bounds", [-5.0, 10.0])
@@ -154,7 +239,7 @@ def build_likelihood(outputs: dict[str, np.ndarray], sample: EventSample, cfg: A
     if not isinstance(mc_stat, bool):
         raise AuditError(f"fit.mc_stat_uncertainty must be true or false, got {mc_stat!r}")
     # bias studies need room below zero: a bound at mu = 0 would itself bias the toys
-    spec = build_spec(hists, signal_samples=signals, norm_systs=norm, lumi_uncertainty=lumi,
+    spec = build_spec(treated, signal_samples=signals, norm_systs=norm, lumi_uncertainty=lumi,
                       edges=edges, negative_yields="clip", poi_bounds=tuple(float(b) for b in bounds),
                       staterror=mc_stat)
     model = Model(spec)
@@ -166,7 +251,8 @@ def build_likelihood(outputs: dict[str, np.ndarray], sample: EventSample, cfg: A
             truths[f"{s}_{direction}"] = model.channel_data(truth_from_histograms(
                 model, hists, signal_samples=signals, mu=mu, variation=s, direction=direction))
     return {"spec": spec, "edges": edges, "signal_samples": signals, "truths": truths,
-            "channels": list(hists), "mu_true": mu}
+            "channels": list(hists), "mu_true": mu, "shape_treatment": record,
+            "datasets": list(sample.datasets)}
 
 
 def row_table(outputs_nominal: np.ndarray, sample: EventSample, cfg: AnalysisConfig) -> dict:
@@ -176,30 +262,61 @@ def row_table(outputs_nominal: np.ndarray, sample: EventSample, cfg: AnalysisCon
         "is_signal": sample.y.astype(bool),
         "channels": np.stack([sample.region[(ch, NOMINAL)] for ch in fit_channels(cfg)]),
         "output": outputs_nominal.astype(np.float64),
+        "dataset": sample.dataset.astype(np.int64),
     }
 
 
-def attacked_truth(likelihood: dict, rows_info: dict, attacked_rows: np.ndarray,
-                   attacked_outputs: np.ndarray, regions_after: dict[str, np.ndarray] | None = None
-                   ) -> dict[str, np.ndarray]:
-    """Expected yields per channel when the attacked events' NN outputs replace their nominal
-    ones and, with ``regions_after`` ({channel: membership of the attacked rows after the
-    attack}), the attacked events migrate between channels (default: they keep their
-    nominal channels)."""
-    mu = likelihood["mu_true"]
-    w = rows_info["weight"][attacked_rows] * np.where(rows_info["is_signal"][attacked_rows], mu, 1.0)
-    before = rows_info["output"][attacked_rows]
-    truth = {}
+def attacked_deltas(likelihood: dict, rows_info: dict, attacked_rows: np.ndarray,
+                    attacked_outputs: np.ndarray, regions_after: dict[str, np.ndarray] | None = None,
+                    weights: np.ndarray | None = None, *, per_dataset: bool = False) -> dict:
+    """Change of the expected yields per channel ({channel: (nb,)}, signal scaled by mu_true)
+    or, with ``per_dataset``, per channel and dataset index ({channel: {dataset: (nb,)}},
+    unscaled: the change of that sample's template) when the attacked events' NN outputs
+    replace their nominal ones. ``regions_after`` ({channel: membership of the attacked rows
+    after the attack}) lets them migrate between channels (default: nominal channels kept);
+    ``weights`` (len(rows),) are the weights the attack is measured with (an attack judged
+    on half of the events counts those twice; default: the events' weights)."""
+    rows = np.asarray(attacked_rows)
+    attacked_outputs = np.asarray(attacked_outputs, dtype=np.float64)
+    if attacked_outputs.shape != rows.shape:
+        raise AuditError(f"attacked outputs have shape {attacked_outputs.shape}, the attacked rows {rows.shape}")
+    w = rows_info["weight"][rows] if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != rows.shape:
+        raise AuditError(f"attack weights have shape {w.shape}, the attacked rows {rows.shape}")
+    if not per_dataset:
+        w = w * np.where(rows_info["is_signal"][rows], likelihood["mu_true"], 1.0)
+    before = rows_info["output"][rows]
+    ds = rows_info["dataset"][rows] if per_dataset else None
+    out = {}
     for c, ch in enumerate(likelihood["channels"]):
-        m = rows_info["channels"][c][attacked_rows]
+        m = rows_info["channels"][c][rows]
         if regions_after is not None and ch not in regions_after:
             raise AuditError(f"the attacked events have no region membership for fit channel '{ch}'")
         ma = m if regions_after is None else np.asarray(regions_after[ch], dtype=bool)
         edges = np.asarray(likelihood["edges"][ch], dtype=float)
-        delta = _hist(attacked_outputs[ma], w[ma], edges)[0] - _hist(before[m], w[m], edges)[0]
+        if not per_dataset:
+            out[ch] = _hist(attacked_outputs[ma], w[ma], edges)[0] - _hist(before[m], w[m], edges)[0]
+            continue
+        out[ch] = {}
+        for d in np.unique(ds[m | ma]):
+            md, mad = m & (ds == d), ma & (ds == d)
+            out[ch][int(d)] = _hist(attacked_outputs[mad], w[mad], edges)[0] - _hist(before[md], w[md], edges)[0]
+    return out
+
+
+def attacked_truth(likelihood: dict, rows_info: dict, attacked_rows: np.ndarray,
+                   attacked_outputs: np.ndarray, regions_after: dict[str, np.ndarray] | None = None,
+                   weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Expected yields per channel when the attacked events' NN outputs replace their nominal
+    ones and, with ``regions_after`` ({channel: membership of the attacked rows after the
+    attack}), the attacked events migrate between channels (default: they keep their
+    nominal channels); ``weights`` as for :func:`attacked_deltas`."""
+    deltas = attacked_deltas(likelihood, rows_info, attacked_rows, attacked_outputs, regions_after, weights)
+    truth = {}
+    for ch in likelihood["channels"]:
         nominal = np.asarray(likelihood["truths"]["nominal"][ch], dtype=float)
-        if len(nominal) != len(delta):
+        if len(nominal) != len(deltas[ch]):
             raise AuditError(f"attacked templates do not match the likelihood's binning in channel '{ch}'")
         # negative-weight events can push a bin below zero: a Poisson mean stays >= 0
-        truth[ch] = np.clip(nominal + delta, 0.0, None)
+        truth[ch] = np.clip(nominal + deltas[ch], 0.0, None)
     return truth
