@@ -61,6 +61,10 @@ def test_every_look_has_its_nominal_false_alarm_rate(calibrated):
     assert mean == pytest.approx(rates.mean())
     assert abs(mean - ALPHA) < 2.5 * mean_se, (mean, mean_se)
     assert summary["per_look_fraction_outside_2p5_se"] == pytest.approx(outside)
+    # each region's share of the global false alarms: below the global rate, above zero
+    per_region = summary["per_region_false_alarm"]
+    assert set(per_region) == set(looks.regions)
+    assert all(0.0 < v <= cal.false_alarm_rate for v in per_region.values())
 
 
 def test_looks_cover_the_kinds_and_bins_expect_enough_events(calibrated):

@@ -120,6 +120,8 @@ def test_control_region_changes_are_seen_by_control_region_looks(analysis):
     assert np.all(by_region["sr"] == 0.0) and np.all(by_region["cr_low"] == 0.0)
     res = cal.power(sh)
     assert res.most_visible["region"] == "cr_high" and res.power > 0.5
+    assert res.regions["cr_high"] == pytest.approx(res.power)
+    assert res.regions["sr"] < 0.05 and res.regions["cr_low"] < 0.05
 
 
 def test_shift_of_nothing_is_exactly_zero(analysis):

@@ -57,6 +57,7 @@ class ShiftSummary:
     noise_correction: str
     looks: list = field(default_factory=list)      # per look: id, name, kind, region, ndf, lambda, ...
     most_visible: dict = field(default_factory=dict)
+    regions: dict = field(default_factory=dict)    # region -> power of that region's looks alone (at p*)
 
     def to_dict(self, top: int | None = None) -> dict:
         """JSON-ready; ``top``: keep only the ``top`` most visible looks (default all)."""
@@ -67,7 +68,7 @@ class ShiftSummary:
             "power": float(self.power), "power_unc": float(self.power_unc), "hidden": bool(self.hidden),
             "power_max": float(self.power_max), "alpha": float(self.alpha), "p_threshold": float(self.p_threshold),
             "n_toys": int(self.n_toys), "noise_correction": str(self.noise_correction),
-            "most_visible": dict(self.most_visible), "looks": [dict(lk) for lk in looks],
+            "most_visible": dict(self.most_visible), "regions": dict(self.regions), "looks": [dict(lk) for lk in looks],
         }
 
 
@@ -76,7 +77,8 @@ class Calibration:
 
     def __init__(self, looks: Looks, settings: VisibilitySettings, seed: int, residuals: np.ndarray,
                  min_p_cal: np.ndarray, min_p_test: np.ndarray, look_rejections: np.ndarray,
-                 look_rejections_at_threshold: np.ndarray, toy_look_fraction: np.ndarray, seconds: dict):
+                 look_rejections_at_threshold: np.ndarray, toy_look_fraction: np.ndarray, seconds: dict,
+                 region_rejections: np.ndarray | None = None):
         self.looks = looks
         self.settings = settings
         self.seed = int(seed)
@@ -87,6 +89,9 @@ class Calibration:
         self.look_rejections_at_threshold = look_rejections_at_threshold  # (n_looks,) p_l < p*
         self.toy_look_fraction = toy_look_fraction        # (n_test,) fraction of looks with p_l < alpha
         self.seconds = dict(seconds)
+        # (n_regions,) test toys in which some look of the region has p < p*
+        self.region_rejections = (np.zeros(len(looks.regions), dtype=np.int64) if region_rejections is None
+                                  else np.asarray(region_rejections, dtype=np.int64))
         self.p_threshold = min_p_threshold(min_p_cal, settings.alpha)
 
     # ------------------------------------------------------------------ false alarms
@@ -129,6 +134,7 @@ class Calibration:
             "n_looks": len(self.looks), "n_bins_total": int(self.looks.n_bins_total),
             "looks_by_kind": {k: sum(lk.kind == k for lk in self.looks.looks)
                               for k in sorted({lk.kind for lk in self.looks.looks})},
+            "per_region_false_alarm": {r: float(k / n) for r, k in zip(self.looks.regions, self.region_rejections)},
             "per_look_mean_false_alarm": mean_rate, "per_look_mean_false_alarm_unc": mean_se,
             "per_look_fraction_outside_2p5_se": float(np.mean(np.abs(rates - a) > 2.5 * se)),
             "per_look_false_alarm": [
@@ -155,6 +161,7 @@ class Calibration:
         lam_raw = shift.lam("none")
         rejected = 0
         look_hits = np.zeros(len(lk), dtype=np.int64)
+        region_hits = np.zeros(len(lk.regions), dtype=np.int64)
         block = max(1, self.settings.toy_block)
         for s in range(0, self.n_toys, block):
             eps = self.residuals[s:s + block].astype(np.float64) + delta
@@ -162,6 +169,8 @@ class Calibration:
             hit = p < self.p_threshold
             rejected += int(np.sum(hit.any(axis=1)))
             look_hits += hit.sum(axis=0)
+            for j, r in enumerate(lk.regions):
+                region_hits[j] += int(np.sum(hit[:, lk.region_looks[r]].any(axis=1)))
         pw = rejected / self.n_toys
         asym = asymptotic_power(lam, lk.ndf, self.p_threshold)
         med_p = median_p_value(lam, lk.ndf)
@@ -178,6 +187,7 @@ class Calibration:
             hidden=bool(pw <= self.settings.power_max), power_max=self.settings.power_max,
             alpha=self.settings.alpha, p_threshold=self.p_threshold, n_toys=self.n_toys,
             noise_correction=str(noise_correction), looks=rows, most_visible=most,
+            regions={r: float(k / self.n_toys) for r, k in zip(lk.regions, region_hits)},
         )
 
     # ------------------------------------------------------------------ persistence
@@ -189,7 +199,8 @@ class Calibration:
                 cal_min_p_cal=self.min_p_cal, cal_min_p_test=self.min_p_test,
                 cal_look_rejections=self.look_rejections,
                 cal_look_rejections_at_threshold=self.look_rejections_at_threshold,
-                cal_toy_look_fraction=self.toy_look_fraction, **self.looks.to_arrays(),
+                cal_toy_look_fraction=self.toy_look_fraction, cal_region_rejections=self.region_rejections,
+                **self.looks.to_arrays(),
             )
 
     @classmethod
@@ -206,7 +217,7 @@ class Calibration:
             return cls(looks, looks.settings, meta["seed"], np.array(a["cal_residuals"]),
                        np.array(a["cal_min_p_cal"]), np.array(a["cal_min_p_test"]),
                        np.array(a["cal_look_rejections"]), np.array(a["cal_look_rejections_at_threshold"]),
-                       np.array(a["cal_toy_look_fraction"]), meta["seconds"])
+                       np.array(a["cal_toy_look_fraction"]), meta["seconds"], np.array(a["cal_region_rejections"]))
 
 
 def calibrate(looks: Looks, x_nominal, weights, in_region: dict, settings: VisibilitySettings | None = None,
@@ -252,6 +263,7 @@ def calibrate(looks: Looks, x_nominal, weights, in_region: dict, settings: Visib
     min_p_test = np.empty(n_test)
     look_rej = np.zeros(len(looks), dtype=np.int64)
     look_rej_star = np.zeros(len(looks), dtype=np.int64)
+    region_rej = np.zeros(len(looks.regions), dtype=np.int64)
     frac = np.empty(n_test)
     for start, eps in null_residuals(looks, counter, full_seed, TEST_STREAM, n_test, settings.toy_block,
                                        settings.threads):
@@ -260,10 +272,13 @@ def calibrate(looks: Looks, x_nominal, weights, in_region: dict, settings: Visib
         min_p_test[sl] = p.min(axis=1)
         below = p < settings.alpha
         look_rej += below.sum(axis=0)
-        look_rej_star += (p < p_star).sum(axis=0)
+        hit = p < p_star
+        look_rej_star += hit.sum(axis=0)
+        for j, r in enumerate(looks.regions):
+            region_rej[j] += int(np.sum(hit[:, looks.region_looks[r]].any(axis=1)))
         frac[sl] = below.mean(axis=1)
     t2 = time.perf_counter()
     seconds = {"calibration_toys": t1 - t0, "test_toys": t2 - t1,
                "toys_per_second": (n_cal + n_test) / max(t2 - t0, 1e-9)}
     return Calibration(looks, settings, full_seed, residuals, min_p_cal, min_p_test, look_rej, look_rej_star,
-                       frac, seconds)
+                       frac, seconds, region_rej)
