@@ -121,6 +121,7 @@ def test_save_and_load_give_the_same_numbers(calibrated, tmp_path):
     cal.save(path)
     back = Calibration.load(path)
     assert back.p_threshold == cal.p_threshold and back.false_alarm_rate == cal.false_alarm_rate
+    assert back.settings == cal.settings and back.summary() == cal.summary()
     assert back.looks.ids == looks.ids and np.array_equal(back.looks.m, looks.m)
     xs = a.features(1.0)
     r1 = cal.power(looks.shift(xs, a.regions(xs), a.nn_score(xs)))

@@ -214,7 +214,7 @@ class Calibration:
                 raise AuditError(f"{path} is not a visibility calibration (no cal_meta); recompute it")
             meta = json.loads(str(a["cal_meta"]))
             looks = Looks.from_arrays(a)
-            return cls(looks, looks.settings, meta["seed"], np.array(a["cal_residuals"]),
+            return cls(looks, VisibilitySettings.from_config(meta["settings"]), meta["seed"], np.array(a["cal_residuals"]),
                        np.array(a["cal_min_p_cal"]), np.array(a["cal_min_p_test"]),
                        np.array(a["cal_look_rejections"]), np.array(a["cal_look_rejections_at_threshold"]),
                        np.array(a["cal_toy_look_fraction"]), meta["seconds"], np.array(a["cal_region_rejections"]))

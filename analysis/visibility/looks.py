@@ -281,8 +281,7 @@ class Looks:
             looks.append(Look(d["name"], d["kind"], d["region"], tuple(d["axes"]), tuple(ed),
                               np.array(cm[pc:pc + d["n_cells"]], dtype=np.int64), int(d["n_bins"])))
             pc += d["n_cells"]
-        s = meta["settings"]
-        settings = VisibilitySettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
+        settings = VisibilitySettings.from_config(meta["settings"])
         in_region = {r: np.array(a["looks_in"][i], dtype=bool) for i, r in enumerate(meta["regions"])}
         nn = np.array(a["looks_nn"]) if bool(a["looks_has_nn"]) else None
         return cls(looks, meta["feature_names"], meta["used_features"], meta["control_regions"], settings,

@@ -27,7 +27,7 @@ names as ``known_other_keys`` and they are ignored; any other key is an error.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from analysis.errors import AuditError
 
@@ -52,7 +52,6 @@ class VisibilitySettings:
     toy_block: int = 200
     max_matrix_mb: float = 64.0
     n_threads: int = 0
-    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         def fail(key, why):
@@ -116,10 +115,6 @@ class VisibilitySettings:
     def threads(self) -> int:
         return self.n_threads or (os.cpu_count() or 1)
 
-    @property
-    def fields(self) -> tuple[str, ...]:
-        return tuple(k for k in self.__dataclass_fields__ if k != "extra")
-
     @classmethod
     def from_config(cls, config: dict | None, known_other_keys=()) -> "VisibilitySettings":
         """From a ``checks`` config dict; keys in ``known_other_keys`` are ignored, unknown ones
@@ -127,12 +122,12 @@ class VisibilitySettings:
         if config is not None and not isinstance(config, dict):
             raise AuditError(f"the checks section must be a mapping, got {type(config).__name__}")
         config = dict(config or {})
-        ours = {k: v for k, v in config.items() if k in cls.__dataclass_fields__ and k != "extra"}
+        ours = {k: v for k, v in config.items() if k in cls.__dataclass_fields__}
         unknown = sorted(k for k in config if k not in ours and k not in set(known_other_keys))
         if unknown:
             raise AuditError(
                 f"unknown key(s) {unknown} in the checks section; visibility-test keys are "
-                f"{sorted(k for k in cls.__dataclass_fields__ if k != 'extra')}"
+                f"{sorted(cls.__dataclass_fields__)}"
             )
         for key in ("looks", "features", "pair_features"):
             if isinstance(ours.get(key), list):
@@ -141,7 +136,6 @@ class VisibilitySettings:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.pop("extra", None)
         for key in ("looks", "features", "pair_features"):
             if d[key] is not None:
                 d[key] = list(d[key])
