@@ -427,3 +427,29 @@ def test_header_only_csv(flat_files):
     with pytest.warns(FlatInputWarning, match=r"skipping .*header\.csv: it has no data rows"):
         table = read_flat_dataset(cfg.datasets["sig"], cfg)
     assert table.n_events == N
+
+
+def test_own_torchscript_model_on_flat_input(flat_files, tmp_path):
+    """The import check of a user's network probes selected events with finite features."""
+    import torch
+
+    from analysis.classifier_stage import probe_events
+    from analysis.ml.modelio import import_user_model, load_model
+    from analysis.samples import assemble
+
+    cfg = write_config(flat_files, base_config(["data/sig.csv"], ["data/bkg.csv"]))
+    sample = assemble(list(read_flat_datasets(cfg).values()))
+    features = ["mt", "pt_a"]  # a subset, in the model's own order
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            return torch.sigmoid(0.01 * x[:, 0] - 0.02 * x[:, 1])
+
+    path = tmp_path / "net.pt"
+    torch.jit.script(Net()).save(str(path))
+    probe = probe_events(sample, features)
+    assert probe.shape[1] == 2 and np.isfinite(probe).all()
+    assert len(probe) == min(512, int(sample.selected("nominal").sum()))
+    import_user_model(path, features, sample.features, tmp_path / "model", probe=probe)
+    model, info = load_model(tmp_path / "model", available_features=sample.features)
+    assert info["features"] == features

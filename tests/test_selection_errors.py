@@ -124,3 +124,24 @@ def test_bad_arguments(config, good_file):
         normalise_weights(table, -1.0, 100.0)
     with pytest.raises(AuditError, match="luminosity must be a positive number"):
         normalise_weights(table, 1.0, float("nan"))
+
+
+def test_damaged_baskets_are_reported_as_corrupt_naming_the_file(tmp_path, config, good_file):
+    """Zeroed bytes inside the file: the header opens, a basket fails to decompress inside
+    coffea; the message says corrupt or truncated and names the file, not coffea's WorkItem."""
+    data = good_file.read_bytes()
+    failures = 0
+    for frac in (0.2, 0.3, 0.4, 0.6):
+        damaged = tmp_path / f"damaged_{int(frac * 10)}.root"
+        blob = bytearray(data)
+        start = int(len(blob) * frac)
+        blob[start:start + 4000] = b"\0" * 4000
+        damaged.write_bytes(bytes(blob))
+        try:
+            select_files([damaged], config.datasets["ztt"], config, require=False)
+        except AuditError as err:
+            failures += 1
+            text = str(err)
+            assert "corrupt or truncated" in text and damaged.name in text and "WorkItem" not in text, text
+            assert "\n" not in text
+    assert failures >= 1
