@@ -244,7 +244,9 @@ class FeatureTable:
         arrays = [pa.array(self.columns[c]) for c in order]
         schema_meta = {b"audit": self.meta.to_json().encode()}
         table = pa.Table.from_arrays(arrays, names=order).replace_schema_metadata(schema_meta)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        from analysis.files import temporary_name
+
+        tmp = path.with_name(temporary_name(path.name))
         try:
             pq.write_table(table, tmp)
             os.replace(tmp, path)

@@ -222,3 +222,17 @@ def test_nanoaod_paths_resolve_like_flat_inputs(shared_data, tmp_path, monkeypat
     cfg.datasets["zmm"].raw_files = ["nothing/*.root"]
     with pytest.raises(AuditError, match=r"datasets\.zmm\.files: no file matches"):
         resolve_dataset_files(cfg.datasets["zmm"], cfg)
+
+
+def test_pre_deeptau_file_names_the_key_and_what_the_file_has():
+    """A file without DeepTau: the message lists the tau-ID branches it does have."""
+    available = {"run", "luminosityBlock", "event", "MET_pt", "MET_phi", "Jet_jetId",
+                 "Tau_idMVAoldDM2017v2", "Tau_idAntiMu"}
+    available |= {f"Muon_{f}" for f in ("pt", "eta", "phi", "mass", "charge", "pfRelIso04_all", "tightId")}
+    available |= {f"Tau_{f}" for f in ("pt", "eta", "phi", "mass", "charge", "decayMode")}
+    available |= {f"Jet_{f}" for f in ("pt", "eta", "phi", "mass")}
+    chosen, missing = resolve_branches(available, {}, {"tau": {}})
+    assert len(missing) == 1 and "input.branches.tau_id_vsjet" in missing[0]
+    assert "this file has Tau_idAntiMu, Tau_idMVAoldDM2017v2" in missing[0]
+    chosen, missing = resolve_branches(available, {"branches": {"tau_id_vsjet": "Tau_idMVAoldDM2017v2"}}, {"tau": {}})
+    assert missing == [] and chosen["tau_id_vsjet"] == "Tau_idMVAoldDM2017v2"

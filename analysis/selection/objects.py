@@ -168,9 +168,12 @@ def resolve_branches(available, input_section: dict | None, selection: dict | No
             else:
                 wanted.append(n)
         how = "" if key in user else " (default)"
+        prefix = "Tau_id" if key.startswith("tau_id") else ("Jet_btag" if key == "btag" else None)
+        present = sorted(b for b in available if prefix and b.startswith(prefix))
+        has = f"; this file has {', '.join(present[:8])}" if present else ""
         missing.append(
             f"none of {' / '.join(wanted)}: set input.branches.{key} to {BRANCH_MAP[key][1]} "
-            f"of this file (tried {list(names)}{how})"
+            f"of this file (tried {list(names)}{how}{has})"
         )
     return chosen, missing
 
