@@ -902,3 +902,39 @@ def impact_summary(
         fig.suptitle(title, fontsize="medium")
     _experiment_label(ax, style) if style else None
     return fig
+
+
+@_styled
+def figure_nuisance_field(field: Mapping, *, title: str = "", style: str | None = None) -> Figure:
+    """A fitted smooth nuisance field theta(x) (``analysis.attacks.nuisance_field``): one
+    panel per input, theta along that input with the other inputs at their median, the
+    bound +-k dashed and the standard shifts theta = +-1 dotted. ``field`` is the attack's
+    ``extra["field"]``."""
+    from analysis.attacks.nuisance_field import NuisanceField
+
+    if not isinstance(field, Mapping) or not field.get("inputs"):
+        raise AuditError("figure_nuisance_field needs the field description of a nuisance_field attack "
+                         "(its extra['field']) with at least one input")
+    fld = NuisanceField.from_dict(dict(field))
+    n = len(fld.inputs)
+    fig = _new_figure((3.6 * n, 3.2), style)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for i, (ax, name) in enumerate(zip(axes, fld.inputs)):
+        g, th = fld.profile(i)
+        if fld.discrete[i]:
+            ax.plot(g, th, "o-", color="#3f90da", drawstyle="default")
+        else:
+            ax.plot(g, th, "-", color="#3f90da")
+            kg, kth = fld.profile(i, fld.knots[i].numpy())
+            ax.plot(kg, kth, "o", color="#3f90da", markersize=3)
+        for v, ls in ((fld.k, "--"), (-fld.k, "--"), (1.0, ":"), (-1.0, ":")):
+            ax.axhline(v, color="0.5", linestyle=ls, linewidth=0.8)
+        ax.axhline(0.0, color="0.8", linewidth=0.6)
+        ax.set_xlabel(name)
+        ax.set_ylim(-1.15 * max(fld.k, 1.0), 1.15 * max(fld.k, 1.0))
+        if i == 0:
+            ax.set_ylabel(r"$\theta$ (others at median)")
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    _experiment_label(axes[0], style) if style else None
+    return fig

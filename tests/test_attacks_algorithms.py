@@ -16,10 +16,11 @@ FAST_SETTINGS = {
     "fgsm": {"eps": 0.005, "iterations": 10},
     "pgd": {"steps": 20, "random_start": True},
     "nuisance_pgd": {"steps": 20},
+    "nuisance_field": {"inputs": ["tau_pt", "tau_eta"], "steps": 20},
     "adversarial_network": {"hidden": [16, 16], "epochs": 3, "learning_rate": 0.01},
     "conservattack": {"iterations": 3},
 }
-ZERO_SETTINGS = {"fgsm": {"eps": 0.0}, "nuisance_pgd": {"k": 0.0}, "random": {"fraction": 0.0},
+ZERO_SETTINGS = {"fgsm": {"eps": 0.0}, "nuisance_pgd": {"k": 0.0}, "nuisance_field": {"k": 0.0}, "random": {"fraction": 0.0},
                  "pgd": {"steps": 0, "random_start": False}, "adversarial_network": {"epochs": 0}, "conservattack": {"iterations": 0}}
 
 
@@ -216,7 +217,8 @@ def test_invalid_inputs_raise(toy):
 
 
 def test_registry_lists_all_attacks():
-    assert attack_names() == sorted(["random", "fgsm", "pgd", "nuisance_pgd", "adversarial_network", "conservattack"])
+    assert attack_names() == sorted(["random", "fgsm", "pgd", "nuisance_pgd", "nuisance_field", "adversarial_network",
+                                     "conservattack"])
 
 
 def test_model_without_logits_method(toy):

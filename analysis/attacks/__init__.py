@@ -12,6 +12,7 @@ Modules
 ``fgsm``                 iterated FGSM (Nachman & Shimmin 2019), projected into the envelope.
 ``pgd``                  PGD with projection onto the per-event per-feature box.
 ``nuisance_pgd``         PGD over a per-event nuisance parameter theta in [-k, k].
+``nuisance_field``       a smooth bounded theta(x) of named physical inputs (universal).
 ``adversarial_network``  a learned universal g(x) = x + bounded delta(x) (Nachman & Shimmin).
 ``conservattack``        CONSERVAttack (Bechtle et al. 2026), vectorised.
 ``checks``               KS / chi2 / JSD / correlation / NN-output / band checks, ``is_hidden``.
@@ -55,6 +56,7 @@ from analysis.attacks.metrics import (
     weighted_auc,
     yield_shift,
 )
+from analysis.attacks.nuisance_field import NuisanceField, NuisanceFieldAttack, apply_nuisance_field
 from analysis.attacks.nuisance_pgd import NuisancePGDAttack
 from analysis.attacks.pgd import PGDAttack
 from analysis.attacks.random_attack import RandomAttack
@@ -63,8 +65,8 @@ from analysis.attacks.registry import ATTACKS, attack_from_config, attack_names,
 __all__ = [
     "ALL_CHECKS", "ATTACKS", "DEFAULT_THRESHOLDS", "OBJECTIVES",
     "AdversarialGenerator", "AdversarialNetworkAttack", "Attack", "AttackResult", "CONSERVAttack", "CheckResult",
-    "Envelope", "FGSMAttack", "NuisancePGDAttack", "PGDAttack", "RandomAttack",
-    "apply_generator", "attack_from_config", "attack_metrics", "attack_names", "band_checks", "correlation_check",
+    "Envelope", "FGSMAttack", "NuisanceField", "NuisanceFieldAttack", "NuisancePGDAttack", "PGDAttack", "RandomAttack",
+    "apply_generator", "apply_nuisance_field", "attack_from_config", "attack_metrics", "attack_names", "band_checks", "correlation_check",
     "envelope_distance", "feature_checks", "fooling_ratio", "get_attack_class", "is_hidden", "load_generator",
     "make_attack", "model_probabilities", "nn_output_checks", "output_shift", "resolve_thresholds", "run_attack",
     "run_checks", "save_generator", "significance_curve", "significance_summary", "weighted_auc", "yield_shift",

@@ -19,6 +19,16 @@ from analysis.attacks.base import Attack, AttackContext, check_float, check_int
 from analysis.attacks.envelope import interpolate_theta
 
 
+def theta_features(ctx: AttackContext, theta: torch.Tensor) -> torch.Tensor:
+    """Features of the context's events at per-event nuisance values ``theta`` (N,):
+    piecewise linear between down (-1), nominal (0) and up (+1), projected into the box
+    (integer features rounded) with a straight-through gradient. Shared by every attack in
+    nuisance space."""
+    x = interpolate_theta(theta, ctx.nominal, ctx.up_shift, ctx.down_shift)
+    xp = ctx.project(x)  # rounds integer features; the clamp is a no-op up to float rounding
+    return x + (xp - x).detach()
+
+
 class NuisancePGDAttack(Attack):
     name = "nuisance_pgd"
     defaults = {"k": None, "steps": 40, "step_fraction": 0.1}
@@ -41,9 +51,7 @@ class NuisancePGDAttack(Attack):
         n = ctx.x.shape[0]
 
         def features(theta):
-            x = interpolate_theta(theta, ctx.nominal, ctx.up_shift, ctx.down_shift)
-            xp = ctx.project(x)  # rounds integer features; the clamp is a no-op up to float rounding
-            return x + (xp - x).detach()
+            return theta_features(ctx, theta)
 
         with torch.no_grad():
             cands = [torch.zeros(n, device=ctx.device), torch.full((n,), k, device=ctx.device),

@@ -11,13 +11,15 @@ from analysis.attacks.adversarial_network import AdversarialNetworkAttack
 from analysis.attacks.base import Attack
 from analysis.attacks.conservattack import CONSERVAttack
 from analysis.attacks.fgsm import FGSMAttack
+from analysis.attacks.nuisance_field import NuisanceFieldAttack
 from analysis.attacks.nuisance_pgd import NuisancePGDAttack
 from analysis.attacks.pgd import PGDAttack
 from analysis.attacks.random_attack import RandomAttack
 
 ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
-    for cls in (RandomAttack, FGSMAttack, PGDAttack, NuisancePGDAttack, AdversarialNetworkAttack, CONSERVAttack)
+    for cls in (RandomAttack, FGSMAttack, PGDAttack, NuisancePGDAttack, NuisanceFieldAttack, AdversarialNetworkAttack,
+                CONSERVAttack)
 }
 
 
