@@ -1,6 +1,7 @@
 """Model files: round trip, no unpickling of code, bring-your-own TorchScript validation."""
 
 import json
+import os
 import pickle
 
 import numpy as np
@@ -164,3 +165,26 @@ def test_user_model_non_differentiable(tmp_path):
     torch.jit.script(Hard()).save(str(path))
     with pytest.raises(AuditError, match="not differentiable"):
         validate_user_model(path, 3)
+
+
+def test_concurrent_saves_of_one_model_directory(tmp_path, monkeypatch):
+    """Another run created the directory between our check and our rename: no 'Directory not
+    empty', the directory holds a complete model."""
+    from analysis.ml import modelio
+
+    target = tmp_path / "m"
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def racing_replace(src, dst):
+        if str(dst) == str(target) and calls["n"] == 0:
+            calls["n"] += 1
+            save_model(_model(), target, {"hidden_layers": [16, 16]}, FEATURES)  # the other run
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(modelio.os, "replace", racing_replace)
+    save_model(_model(), target, {"hidden_layers": [16, 16]}, FEATURES)
+    assert calls["n"] == 1
+    assert sorted(p.name for p in target.iterdir()) == sorted([WEIGHTS_FILE, INFO_FILE, "model.torchscript.pt"])
+    load_model(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]

@@ -53,9 +53,16 @@ def _write_atomically(directory, writer) -> dict:
     try:
         writer(tmp)
         names = sorted(p.name for p in tmp.iterdir())
+        moved = False
         if not directory.exists():
-            os.replace(tmp, directory)
-        else:
+            try:
+                os.replace(tmp, directory)
+                moved = True
+            except OSError:
+                if not directory.is_dir():
+                    raise
+                # a concurrent run of the same task created it first: replace file by file
+        if not moved:
             for name in names:
                 os.replace(tmp / name, directory / name)
     finally:
