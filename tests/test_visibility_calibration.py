@@ -153,3 +153,18 @@ def test_negative_weights_toy_variance_and_global_rate():
     assert measured.mean() == pytest.approx(expected.mean(), rel=0.03)
     se = np.sqrt(ALPHA * (1 - ALPHA) * (1 / 400 + 1 / 400))
     assert abs(cal.false_alarm_rate - ALPHA) < 2.5 * se
+
+
+def test_marginal_bin_counter_equals_the_dense_one_hot_product(calibrated):
+    """The pair grids rebuilt from marginals are exactly the dense one-hot counts, including
+    pairs whose cells were merged (large min_expected) and tiny event chunks."""
+    from analysis.visibility.pseudodata import BinCounter, event_counts
+
+    a, x, reg, nn, looks, cal = calibrated
+    merged = build_looks(x, a.weights, reg, a.feature_names, list(a.control_regions),
+                         VisibilitySettings(min_expected=150.0), nn_output=nn)
+    assert any(lk.kind == "pair" and lk.n_bins < len(lk.cellmap) for lk in merged.looks)
+    for lk in (looks, merged):
+        dense, marginal = BinCounter(lk, method="dense"), BinCounter(lk, max_matrix_mb=0.3)
+        c = event_counts(lk.weights[dense.active], 5, 1, range(30))
+        assert np.array_equal(dense.counts(c), marginal.counts(c))

@@ -51,14 +51,6 @@ class Look:
     def id(self) -> str:
         return f"{self.region}/{self.name}"
 
-    def raw_cell(self, axis_values: list[np.ndarray], n: int) -> np.ndarray:
-        if not self.axes:
-            return np.zeros(n, dtype=np.int64)
-        cell = raw_cells(axis_values[0], self.edges[0])
-        if len(self.axes) == 2:
-            cell = cell * (len(self.edges[1]) + 1) + raw_cells(axis_values[1], self.edges[1])
-        return cell
-
     def describe(self) -> dict:
         return {"id": self.id, "name": self.name, "kind": self.kind, "region": self.region,
                 "features": list(self.axes), "ndf": int(self.n_bins)}

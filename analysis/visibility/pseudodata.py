@@ -21,7 +21,8 @@ global false-alarm rate 0.036 +- 0.008.
 Random numbers are counter-based: toy t of stream s uses numpy's Philox keyed by
 (seed, s, t), so a toy's numbers depend neither on the block size nor on other toys.
 The counts of all looks of a block of toys are one dense matrix product per region and chunk
-of events: C (toys x events) @ one-hot (events x global bins of that region's looks).
+of events: C (toys x events) @ one-hot (events x global bins of that region's looks), with the
+pair looks' grids reduced to the cells their marginals do not fix (``BinCounter``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from analysis.visibility.binning import raw_cells
 
 
 def toy_generator(seed: int, stream: int, toy: int) -> np.random.Generator:
@@ -62,32 +65,92 @@ def event_counts(weights: np.ndarray, seed: int, stream: int, toys, n_threads: i
 
 
 class BinCounter:
-    """Counts of every global bin from per-event pseudo-data, by dense matrix products."""
+    """Counts of every global bin from per-event pseudo-data, by dense matrix products.
 
-    def __init__(self, looks, max_matrix_mb: float = 64.0):
+    ``method="dense"`` is the reference: one product C @ one-hot(events x all bins of the
+    region's looks) per region and chunk of events. ``"marginal"`` (default) gives the same
+    (integer) counts with about half the work when pair looks dominate (9 cells per pair,
+    F(F-1)/2 pairs): per feature its quantile-cell counts (the marginal, 3 columns) and per pair
+    only the (K_a - 1)(K_b - 1) = 4 cells that the marginals do not determine; the last row and
+    column of each pair's grid follow by subtraction, exactly, since all counts are integers.
+    """
+
+    def __init__(self, looks, max_matrix_mb: float = 64.0, method: str = "marginal"):
+        if method not in ("marginal", "dense"):
+            raise ValueError(f"unknown BinCounter method {method!r}")
         self.looks = looks
         # only events in some region can carry pseudo-data; toys are drawn for those rows
         self.active = np.nonzero(np.any(np.stack([looks._in[r] for r in looks.regions]), axis=0))[0]
-        self.parts = []
-        for r in looks.regions:
-            rows, g = looks.nominal_bins(r)
-            rows = np.searchsorted(self.active, rows)
-            b0, b1 = looks.region_bins[r]
-            chunk = max(1, int(max_matrix_mb * 2 ** 20 / (4 * (b1 - b0))))
-            self.parts.append((rows, g - b0, b0, b1, chunk))
+        self.parts = [self._plan(r, method, max_matrix_mb) for r in looks.regions]
+
+    def _plan(self, region, method, max_matrix_mb):
+        lk = self.looks
+        rows, g = lk.nominal_bins(region)
+        n = rows.size
+        idx = lk.region_looks[region]
+        is_pair = np.array([method == "marginal" and lk.looks[i].kind == "pair" for i in idx])
+        other = g[~is_pair]
+        cols_o = np.unique(other) if other.size else np.zeros(0, dtype=np.int64)
+        ev = [np.broadcast_to(np.arange(n), other.shape).ravel()]
+        col = [np.searchsorted(cols_o, other).ravel()]
+        ncol = cols_o.size
+        marg, pairs = {}, []
+        for i, p in zip(idx, is_pair):
+            if not p:
+                continue
+            look = lk.looks[i]
+            bases = []
+            for f, e in zip(look.axes, look.edges):
+                key = (f, e.tobytes())
+                if key not in marg:
+                    q = raw_cells(lk._x[rows, lk._col[f]], e)
+                    marg[key] = (ncol, len(e) + 1, q)
+                    ev.append(np.arange(n))
+                    col.append(ncol + q)
+                    ncol += len(e) + 1
+                bases.append(marg[key])
+            (ma, ka, qa), (mb, kb, qb) = bases
+            keep = np.nonzero((qa < ka - 1) & (qb < kb - 1))[0]
+            ev.append(keep)
+            col.append(ncol + qa[keep] * (kb - 1) + qb[keep])
+            pairs.append((look, ncol, ma, ka, mb, kb))
+            ncol += (ka - 1) * (kb - 1)
+        ev, col = np.concatenate(ev), np.concatenate(col)
+        order = np.argsort(ev, kind="stable")
+        ev, col = ev[order], col[order]
+        chunk = max(1, int(max_matrix_mb * 2 ** 20 / (4 * max(1, ncol))))
+        return {"rows": np.searchsorted(self.active, rows), "ev": ev, "col": col, "ncol": ncol,
+                "cols_o": cols_o, "pairs": pairs, "chunk": chunk}
 
     def counts(self, c: np.ndarray) -> np.ndarray:
         """(n_toys, n_bins_total) float64 counts from (n_toys, n_active) event counts ``c``."""
-        out = np.zeros((c.shape[0], self.looks.n_bins_total), dtype=np.float64)
-        for rows, g, b0, b1, chunk in self.parts:
-            acc = np.zeros((c.shape[0], b1 - b0), dtype=np.float32)
-            for s in range(0, rows.size, chunk):
-                sl = slice(s, min(s + chunk, rows.size))
-                gi = g[:, sl]
-                onehot = np.zeros((gi.shape[1], b1 - b0), dtype=np.float32)
-                onehot[np.broadcast_to(np.arange(gi.shape[1]), gi.shape), gi] = 1.0
-                acc += c[:, rows[sl]] @ onehot
-            out[:, b0:b1] = acc
+        n_toys = c.shape[0]
+        out = np.zeros((n_toys, self.looks.n_bins_total), dtype=np.float64)
+        for part in self.parts:
+            rows, ev, col, ncol = part["rows"], part["ev"], part["col"], part["ncol"]
+            acc = np.zeros((n_toys, ncol), dtype=np.float32)
+            bounds = np.searchsorted(ev, np.arange(0, rows.size + part["chunk"], part["chunk"]))
+            for k, s in enumerate(range(0, rows.size, part["chunk"])):
+                e = min(s + part["chunk"], rows.size)
+                lo, hi = bounds[k], bounds[k + 1]
+                onehot = np.zeros((e - s, ncol), dtype=np.float32)
+                onehot[ev[lo:hi] - s, col[lo:hi]] = 1.0
+                acc += c[:, rows[s:e]] @ onehot
+            acc = acc.astype(np.float64)
+            if part["cols_o"].size:
+                out[:, part["cols_o"]] = acc[:, :part["cols_o"].size]
+            for look, base, ma, ka, mb, kb in part["pairs"]:
+                ra, rb = acc[:, ma:ma + ka], acc[:, mb:mb + kb]
+                full = np.empty((n_toys, ka, kb))
+                full[:, :-1, :-1] = acc[:, base:base + (ka - 1) * (kb - 1)].reshape(n_toys, ka - 1, kb - 1)
+                full[:, :-1, -1] = ra[:, :-1] - full[:, :-1, :-1].sum(axis=2)
+                full[:, -1, :] = rb - full[:, :-1, :].sum(axis=1)
+                flat = full.reshape(n_toys, ka * kb)
+                if look.n_bins == ka * kb:
+                    out[:, look.offset + look.cellmap] = flat
+                else:
+                    for cell in range(ka * kb):
+                        out[:, look.offset + look.cellmap[cell]] += flat[:, cell]
         return out
 
 
