@@ -241,3 +241,80 @@ def test_model_without_logits_method(toy):
     pa = model_probabilities(inner, a.x_adv)
     pb = model_probabilities(inner, b.x_adv)
     assert abs(float(pa.mean() - pb.mean())) < 1e-3
+
+
+# The seed papers' settings as configuration entries (Nachman & Shimmin 2019): FGSM on signal
+# events only, pushed towards background, eps = 0.001 x 10, relative steps for momenta and
+# absolute for angles by feature kind; the adversarial network with its signal and
+# background losses and the KS stops (0.04 observables, 0.02 NN output of the moved
+# background).
+SEED_PAPER_ATTACKS = {
+    "fgsm_nachman_shimmin": {"type": "fgsm", "objective": "signal_as_background", "eps": 0.001, "iterations": 10},
+    "adversarial_network_nachman_shimmin": {
+        "type": "adversarial_network", "objective": "signal_as_background", "hidden": [300, 300, 300, 300],
+        "epochs": 20, "lambda_cls": 1.0, "lambda_obs": 0.1, "ks_obs_max": 0.04, "ks_nn_max": 0.02,
+        "ks_check_every": 5},
+}
+
+
+def test_fgsm_steps_by_feature_kind():
+    """Momenta (and other features) step by eps |x|, angles by eps, decided by the kind, not
+    the name: here the feature named like an angle is declared a momentum and vice versa."""
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(30, 5, (200, 3))).astype(np.float32)
+    names = ["tau_eta", "pt", "m"]
+    kinds = {"tau_eta": "momentum", "pt": "angle", "m": "other"}
+    env = Envelope.from_uncertainties(x, [10.0, 10.0, 10.0], feature_names=names)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1), torch.nn.Sigmoid())
+    xt = torch.as_tensor(x)
+    r = make_attack("fgsm", eps=0.001, iterations=1, feature_kinds=kinds).attack(model, xt, env, seed=0)
+    step = (r.x_adv - xt).abs()
+    moved = step > 0
+    assert bool(moved.any(0).all())
+    torch.testing.assert_close(step[:, 0][moved[:, 0]], 0.001 * xt[:, 0][moved[:, 0]], rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(step[:, 1][moved[:, 1]], torch.full_like(step[:, 1][moved[:, 1]], 0.001), rtol=1e-2,
+                               atol=2e-6)
+    torch.testing.assert_close(step[:, 2][moved[:, 2]], 0.001 * xt[:, 2][moved[:, 2]], rtol=1e-3, atol=1e-5)
+    # the same kinds as an envelope attribute, and as a list
+    env.feature_kinds = kinds
+    r2 = make_attack("fgsm", eps=0.001, iterations=1).attack(model, xt, env, seed=0)
+    assert torch.equal(r2.x_adv, r.x_adv)
+    r3 = make_attack("fgsm", eps=0.001, iterations=1, feature_kinds=["momentum", "angle", "other"]).attack(
+        model, xt, env, seed=0)
+    assert torch.equal(r3.x_adv, r.x_adv)
+    with pytest.raises(AuditError, match="unknown kinds"):
+        make_attack("fgsm", feature_kinds={"pt": "rapidity"})
+    with pytest.raises(AuditError, match="unknown features"):
+        make_attack("fgsm", feature_kinds={"ptt": "angle"}).attack(model, xt, env, seed=0)
+    with pytest.raises(AuditError, match="one kind per feature"):
+        make_attack("fgsm", feature_kinds=["angle"]).attack(model, xt, env, seed=0)
+
+
+@pytest.mark.parametrize("name", sorted(SEED_PAPER_ATTACKS))
+def test_seed_paper_configurations_run(toy, name):
+    from analysis.attacks import attack_from_config
+
+    entry = SEED_PAPER_ATTACKS[name]
+    atk = attack_from_config(entry)
+    x = torch.as_tensor(toy["x"])
+    fast = {"epochs": 2, "hidden": [32, 32, 32, 32]} if entry["type"] == "adversarial_network" else {}
+    r = atk.attack(toy["model"], x, toy["env_tes"], entry["objective"], labels=toy["labels"], weights=toy["weights"],
+                   seed=0, **fast)
+    sig = toy["labels"] == 1
+    assert bool(toy["env_tes"].contains(r.x_adv).all())
+    with torch.no_grad():
+        dz = toy["model"].logits(r.x_adv) - toy["model"].logits(x)
+    assert float(dz[sig].mean()) < 0  # signal pushed towards background
+    if entry["type"] == "fgsm":
+        assert torch.equal(r.x_adv[~sig], x[~sig])  # signal events only
+        # 10 steps of 0.1 %: at most 1 % relative on every feature
+        assert bool(((r.x_adv - x).abs() <= 0.0101 * x.abs() + 1e-5).all())
+    else:
+        p0 = torch.sigmoid(toy["model"].logits(x)).detach().numpy()
+        p1 = torch.sigmoid(toy["model"].logits(r.x_adv)).detach().numpy()
+        from analysis.attacks.checks import ks_statistic
+
+        bkg = ~sig
+        assert r.info["nn_ks_monitored"]
+        assert ks_statistic(p1[bkg], p0[bkg], toy["weights"][bkg], toy["weights"][bkg]) <= 0.02

@@ -6,8 +6,15 @@ x -> x + eps sign(grad) for angles (absolute steps), with eps = 0.001 and 10 ite
 (total bound 0.01); the gradient is that of the per-event objective (for signal the BCE
 towards the background label, i.e. the logit pushed down). Generalisation: after every
 step the point is projected into the envelope box, so the total move is also bounded by
-the systematic. Features are relative unless named as angles: names containing ``eta``,
-``phi``, ``delta_r``, ``dr``, ``angle`` or ``theta`` (or listed in ``absolute_features``).
+the systematic.
+
+Which features step relatively is decided by the feature's *kind* (``momentum``, ``angle``,
+``integer``, ``other``, as in the configuration's feature list): angles step absolutely,
+everything else relatively. The kinds come from the ``feature_kinds`` setting (a mapping
+{feature name: kind} or one kind per feature), else from an attribute ``feature_kinds`` of
+the envelope (same forms), else from ``absolute_features`` (names or indices that step
+absolutely); without any of them, names containing ``eta``, ``phi``, ``delta_r``, ``dr``,
+``angle`` or ``theta`` are taken as angles (a fallback for bare arrays).
 """
 
 from __future__ import annotations
@@ -20,9 +27,35 @@ from analysis.attacks.base import Attack, AttackContext, check_float, check_int,
 ANGLE_MARKERS = ("eta", "phi", "delta_r", "dr", "angle", "theta")
 
 
-def relative_feature_mask(feature_names, n_features: int, absolute_features=None) -> torch.Tensor:
-    """(F,) bool: True where FGSM steps are relative to |x|."""
+KINDS = ("momentum", "angle", "integer", "other")
+
+
+def _kinds_per_feature(kinds, feature_names, n_features: int, where: str) -> list[str]:
+    if isinstance(kinds, dict):
+        if feature_names is None:
+            raise AuditError(f"{where} given per feature name needs an envelope with feature_names")
+        unknown = sorted(set(kinds) - set(feature_names))
+        if unknown:
+            raise AuditError(f"{where} names unknown features {unknown}; known: {list(feature_names)}")
+        out = [str(kinds.get(n, "other")) for n in feature_names]
+    elif isinstance(kinds, (list, tuple)):
+        if len(kinds) != n_features:
+            raise AuditError(f"{where} must give one kind per feature ({n_features}), got {len(kinds)}")
+        out = [str(k) for k in kinds]
+    else:
+        raise AuditError(f"{where} must be a mapping {{feature: kind}} or a list of kinds, got {kinds!r}")
+    bad = sorted({k for k in out if k not in KINDS})
+    if bad:
+        raise AuditError(f"{where} has unknown kinds {bad}; known: {list(KINDS)}")
+    return out
+
+
+def relative_feature_mask(feature_names, n_features: int, absolute_features=None, feature_kinds=None) -> torch.Tensor:
+    """(F,) bool: True where FGSM steps are relative to |x| (see the module docstring)."""
     rel = torch.ones(n_features, dtype=torch.bool)
+    if feature_kinds is not None:
+        kinds = _kinds_per_feature(feature_kinds, feature_names, n_features, "feature_kinds")
+        return torch.tensor([k != "angle" for k in kinds], dtype=torch.bool)
     if absolute_features is not None:
         for a in absolute_features:
             if isinstance(a, str):
@@ -43,7 +76,7 @@ def relative_feature_mask(feature_names, n_features: int, absolute_features=None
 
 class FGSMAttack(Attack):
     name = "fgsm"
-    defaults = {"eps": 0.001, "iterations": 10, "eps_abs": None, "absolute_features": None}
+    defaults = {"eps": 0.001, "iterations": 10, "eps_abs": None, "absolute_features": None, "feature_kinds": None}
 
     def validate(self, s):
         s["eps"] = check_float("eps", s["eps"], 0.0)
@@ -52,13 +85,22 @@ class FGSMAttack(Attack):
         af = s["absolute_features"]
         if af is not None and not isinstance(af, (list, tuple)):
             raise AuditError(f"attack setting 'absolute_features' must be a list of names or indices, got {af!r}")
+        fk = s["feature_kinds"]
+        if fk is not None:
+            if not isinstance(fk, (dict, list, tuple)):
+                raise AuditError(f"attack setting 'feature_kinds' must be a mapping {{feature: kind}} or a list, got {fk!r}")
+            vals = fk.values() if isinstance(fk, dict) else fk
+            bad = sorted({str(v) for v in vals if v not in KINDS})
+            if bad:
+                raise AuditError(f"attack setting 'feature_kinds' has unknown kinds {bad}; known: {list(KINDS)}")
         return s
 
     def is_trivial(self, s):
         return s["eps"] == 0.0 and s["eps_abs"] == 0.0
 
     def run(self, ctx: AttackContext, s):
-        rel = relative_feature_mask(ctx.feature_names, ctx.x.shape[1], s["absolute_features"]).to(ctx.device)
+        kinds = s["feature_kinds"] if s["feature_kinds"] is not None else getattr(ctx.envelope, "feature_kinds", None)
+        rel = relative_feature_mask(ctx.feature_names, ctx.x.shape[1], s["absolute_features"], kinds).to(ctx.device)
         x = ctx.x.clone()
         for _ in range(s["iterations"]):
             xe = x.detach().requires_grad_(True)

@@ -39,10 +39,11 @@ def make_attack(name: str, **settings) -> Attack:
 
 
 def attack_from_config(entry: dict) -> Attack:
-    """From a config entry {type: <name>, <setting>: <value>, ...}."""
+    """From a config entry {type: <name>, objective: <objective>, <setting>: <value>, ...}
+    (``objective`` belongs to the audit's call, not to the attack's settings: ignored here)."""
     if not isinstance(entry, dict) or "type" not in entry:
         raise AuditError(f"an attack config entry needs a 'type' (one of {attack_names()}), got {entry!r}")
-    settings = {k: v for k, v in entry.items() if k != "type"}
+    settings = {k: v for k, v in entry.items() if k not in ("type", "objective")}
     return make_attack(entry["type"], **settings)
 
 
