@@ -72,6 +72,7 @@ def test_looks_cover_the_kinds_and_bins_expect_enough_events(calibrated):
     kinds = {lk.kind for lk in looks.looks}
     assert kinds == {"feature", "pair", "nn_output"}
     assert np.all(looks.m >= looks.settings.min_expected)
+    assert np.all(looks.m ** 2 / looks.s2 >= looks.settings.min_effective)
     # equal population: the tau_pt bins of the signal region expect (nearly) the same yield
     lk = next(lk for lk in looks.looks if lk.id == "sr/feature:tau_pt")
     m = looks.m[lk.offset:lk.offset + lk.n_bins]
@@ -168,3 +169,20 @@ def test_marginal_bin_counter_equals_the_dense_one_hot_product(calibrated):
         dense, marginal = BinCounter(lk, method="dense"), BinCounter(lk, max_matrix_mb=0.3)
         c = event_counts(lk.weights[dense.active], 5, 1, range(30))
         assert np.array_equal(dense.counts(c), marginal.counts(c))
+
+
+def test_heavy_events_do_not_make_a_bin():
+    """Bins need >= min_effective effective MC events, not only >= min_expected expected events:
+    a region of 40 events of weight 25 (1000 expected) gets at most 4 bins per feature."""
+    from analysis.visibility.binning import merge_cells
+
+    assert merge_cells(np.full(10, 100.0), 10.0, np.full(10, 2500.0), 10.0).max() + 1 == 2
+    assert merge_cells(np.full(10, 100.0), 10.0, np.full(10, 2500.0), 0.0).max() + 1 == 10
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 2))
+    reg = {"heavy": np.arange(400) < 40, "light": np.arange(400) >= 40}
+    w = np.where(reg["light"], 1.0, 25.0)
+    looks = build_looks(x, w, reg, ["a", "b"], [], VisibilitySettings(looks=("feature",)))
+    heavy = [lk for lk in looks.looks if lk.region == "heavy"]
+    assert all(lk.n_bins <= 4 for lk in heavy)
+    assert np.all(looks.m ** 2 / looks.s2 >= 10.0 - 1e-9)

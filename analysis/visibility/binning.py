@@ -3,8 +3,9 @@
 A look compares data counts with the nominal prediction in bins. The bins are equal-population
 bins of the nominal in that region (equal expected yield: weighted quantiles of |w|), so every
 bin carries information, and they are merged until each expects at least ``min_expected``
-events, so that the Pearson statistic follows its chi2 asymptotics (../shared/SCIENCE.md
-section 8). Discrete features get the unique quantile edges (a value on an edge belongs to the
+events and holds at least ``min_effective`` effective MC events (sum w)^2 / sum w^2 (a few
+heavy events do not make a bin), so that the Pearson statistic follows its chi2 asymptotics
+(../shared/SCIENCE.md section 8). Discrete features get the unique quantile edges (a value on an edge belongs to the
 upper bin, so an integer feature is never split), at least one bin.
 
 Bins are described by the internal edges of each axis (``np.searchsorted(edges, x, 'right')``
@@ -40,16 +41,25 @@ def raw_cells(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, values, side="right")
 
 
-def merge_cells(yields: np.ndarray, min_expected: float) -> np.ndarray:
+def merge_cells(yields: np.ndarray, min_expected: float, sumw2: np.ndarray | None = None,
+                min_effective: float = 0.0) -> np.ndarray:
     """Cell -> bin map merging consecutive cells until each bin expects >= ``min_expected``
-    (or a single bin is left): the smallest bin joins its smaller neighbour."""
+    events and holds >= ``min_effective`` effective MC events (sum w)^2 / sum w^2 (uneven
+    weights), or a single bin is left: the smallest failing bin joins its smaller neighbour."""
     yields = np.asarray(yields, dtype=np.float64)
+    w2 = np.zeros_like(yields) if sumw2 is None else np.asarray(sumw2, dtype=np.float64)
     groups = [[i] for i in range(yields.size)]
-    totals = list(yields)
+    totals, squares = list(yields), list(w2)
+
+    def fails(k):
+        t, q = totals[k], squares[k]
+        return t < min_expected or (min_effective > 0 and (q <= 0 or t * t / q < min_effective))
+
     while len(groups) > 1:
-        i = int(np.argmin(totals))
-        if totals[i] >= min_expected:
+        failing = [k for k in range(len(groups)) if fails(k)]
+        if not failing:
             break
+        i = min(failing, key=lambda k: totals[k])
         if i == 0:
             j = 1
         elif i == len(groups) - 1:
@@ -58,8 +68,9 @@ def merge_cells(yields: np.ndarray, min_expected: float) -> np.ndarray:
             j = i - 1 if totals[i - 1] <= totals[i + 1] else i + 1
         a, b = min(i, j), max(i, j)
         groups[a] = groups[a] + groups[b]
-        totals[a] = totals[a] + totals[b]
-        del groups[b], totals[b]
+        totals[a] += totals[b]
+        squares[a] += squares[b]
+        del groups[b], totals[b], squares[b]
     cellmap = np.empty(yields.size, dtype=np.int64)
     for k, g in enumerate(groups):
         cellmap[g] = k

@@ -354,7 +354,9 @@ def build_looks(x_nominal, weights, in_region: dict, feature_names, control_regi
 
         def one_axis_look(name, kind, axis, values):
             edges, cells = binned(values, n_fine)
-            cellmap = merge_cells(np.bincount(cells, wr, minlength=len(edges) + 1), s.min_expected)
+            k = len(edges) + 1
+            cellmap = merge_cells(np.bincount(cells, wr, minlength=k), s.min_expected,
+                                  np.bincount(cells, wr * wr, minlength=k), s.min_effective)
             nb = int(cellmap.max()) + 1
             if nb >= 2:
                 looks.append(Look(name, kind, r, (axis,), (edges,), cellmap, nb))
@@ -373,7 +375,8 @@ def build_looks(x_nominal, weights, in_region: dict, feature_names, control_regi
                 (ea, ca), (eb, cb) = terc[a], terc[b]
                 cells = ca * (len(eb) + 1) + cb
                 n_cells = (len(ea) + 1) * (len(eb) + 1)
-                cellmap = merge_cells(np.bincount(cells, wr, minlength=n_cells), s.min_expected)
+                cellmap = merge_cells(np.bincount(cells, wr, minlength=n_cells), s.min_expected,
+                                      np.bincount(cells, wr * wr, minlength=n_cells), s.min_effective)
                 nb = int(cellmap.max()) + 1
                 if nb >= 2:
                     looks.append(Look(f"pair:{a}*{b}", "pair", r, (a, b), (ea, eb), cellmap, nb))

@@ -41,6 +41,7 @@ class VisibilitySettings:
     power_max: float = 0.5
     n_bins: int = 10
     min_expected: float = 10.0
+    min_effective: float = 10.0
     pair_bins: int = 3
     looks: tuple = LOOK_KINDS
     features: tuple | None = None
@@ -80,6 +81,8 @@ class VisibilitySettings:
         m = number("min_expected")
         if not m > 0.0:
             fail("min_expected", "must be > 0 (expected events per bin)")
+        if not number("min_effective") >= 0.0:
+            fail("min_effective", "must be >= 0 (effective MC events per bin)")
         mb = number("max_matrix_mb")
         if not mb > 0.0:
             fail("max_matrix_mb", "must be > 0")
