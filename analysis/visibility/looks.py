@@ -330,6 +330,8 @@ def build_looks(x_nominal, weights, in_region: dict, feature_names, control_regi
     x_used = x[:, [feature_names.index(f) for f in used]]
     nn = None
     if nn_output is not None and "nn_output" in settings.looks and control_regions:
+        if NN_AXIS in used:
+            raise AuditError(f"a feature is named '{NN_AXIS}', which is reserved for the NN-output look; rename it")
         nn = _as_vector("nn_output", nn_output, n)
 
     s = settings
