@@ -16,7 +16,11 @@ Choices (documented in docs/audit.md):
   ``fit.min_background_per_bin`` expected events and at most
   ``fit.max_relative_stat_uncertainty`` MC uncertainty per bin), so that sparse control regions
   get few (or one) bins;
-- attacked events keep their nominal region membership and weight; only their NN output
+- shape templates are treated before the model is built (``fit.shape_treatment``:
+  symmetrised, optionally smoothed, pruned where the MC noise of the events that change bin
+  cannot resolve them; analysis.stats.template_treatment), so that nominal toys close;
+- attacked events keep their nominal weight (or the attack's measuring weights) and, unless
+  their region membership after the attack is given, their channels; only their NN output
   changes;
 - a dataset with no nominal yield in a channel has no template there (events migrating in
   under a shift are then not modelled in that channel).

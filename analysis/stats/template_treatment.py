@@ -239,8 +239,12 @@ def treat_templates(histograms: dict, settings=None) -> tuple[dict, dict]:
             if "shapes" in h:
                 h2["shapes"] = shapes
             out[ch][sname] = h2
+    per_syst: dict = {}
+    for e in record["shapes"]:
+        c = per_syst.setdefault(e["systematic"], {"kept": 0, "pruned": 0})
+        c["pruned" if e["action"].startswith("pruned") else "kept"] += 1
     record["summary"] = {"n_shapes_kept": n_kept, "n_shapes_pruned": n_pruned,
-                         "n_tested_with_conservative_variance": n_conservative}
+                         "n_tested_with_conservative_variance": n_conservative, "per_systematic": per_syst}
     return out, record
 
 
