@@ -109,10 +109,14 @@ class Verdict:
     verdict_if_closed: str
 
     def to_dict(self) -> dict:
+        """JSON-ready (strict JSON: no inf/NaN): an infinite MC factor (equal central values,
+        more MC never decides) becomes None, as does an infinite significance (zero
+        uncertainty), with ``decidable_with_more_mc`` saying which."""
         d = asdict(self)
+        d["decidable_with_more_mc"] = d["mc_scale_needed"] is not None and math.isfinite(d["mc_scale_needed"])
         for k in ("mc_scale_needed", "significance"):
             if d[k] is not None and not math.isfinite(d[k]):
-                d[k] = None if k == "significance" else float("inf")
+                d[k] = None
         return d
 
 

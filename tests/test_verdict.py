@@ -178,3 +178,14 @@ def test_end_to_end_planted_and_zero_attacks_through_the_bootstrap():
     print(f"quoted {q:.4f} +- {qu:.4f}, planted {h:.4f} +- {hu:.4f}, null_q {nq:.4f}, t {v.significance:.1f}")
     z, zu = tab.attack["zero"]
     assert z == 0.0 and decide(z, zu, q, qu, nq).verdict != "larger than quoted"
+
+
+def test_verdict_dict_is_strict_json():
+    import json
+
+    for v in (decide(0.1, 0.08, 0.1, 0.02, 0.05), decide(0.13, 0.08, 0.10, 0.02, 0.05), decide(0.3, 0.0, 0.1, 0.0, 0.1)):
+        d = v.to_dict()
+        json.dumps(d, allow_nan=False)
+        assert d["verdict"] in ("larger than quoted", "covered", "inconclusive") and d["reason"].endswith(".")
+    assert decide(0.1, 0.08, 0.1, 0.02, 0.05).to_dict()["decidable_with_more_mc"] is False
+    assert decide(0.13, 0.08, 0.10, 0.02, 0.05).to_dict()["decidable_with_more_mc"] is True

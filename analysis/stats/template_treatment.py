@@ -156,8 +156,9 @@ def shape_noise_test(nominal, d, noise_cov) -> dict:
     ndf = int(np.linalg.matrix_rank(Cs / scale, tol=1e-9))
     if ndf == 0:
         # no noise and no shape freedom: nothing MC statistics could resolve or confuse
+        # (chi2 None: a shape with no MC noise at all, resolved by definition; JSON-safe)
         shape = float(np.abs(s).max())
-        return {"chi2": 0.0 if shape == 0 else float("inf"), "ndf": 0, "pvalue": 1.0 if shape == 0 else 0.0}
+        return {"chi2": 0.0 if shape == 0 else None, "ndf": 0, "pvalue": 1.0 if shape == 0 else 0.0}
     chi2 = float(s @ np.linalg.pinv(Cs / scale, rcond=1e-9, hermitian=True) @ s) / scale
     return {"chi2": chi2, "ndf": ndf, "pvalue": float(stats.chi2.sf(chi2, ndf))}
 
