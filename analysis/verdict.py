@@ -1,7 +1,8 @@
 """The verdict of the audit per (model, systematic) as a measurement: the largest hidden
 impact on mu against the quoted (standard) impact, each with its uncertainty, a
 look-elsewhere-aware null distribution, and the closure of the nominal pseudo-experiments
-that every bias is measured against (SCIENCE.md section 8: statistics of a verdict).
+that every bias is measured against (the look-elsewhere effect: Gross and Vitells, Eur. Phys.
+J. C 70 (2010) 525; closure as in CMS Combine's bias studies).
 
 Three outcomes:
 

@@ -4,16 +4,17 @@ hidden-systematics verdict, measured the same way.
 Both sides are measured on Asimov (expected) data and fitted with the nominal model:
 
 * **standard (quoted) impact** of a systematic = its nuisance-parameter impact, as in an
-  impact plot: fit the nominal Asimov data, fix the parameter at its post-fit value +- its
-  post-fit uncertainty, refit; the larger |mu shift|. A systematic with no parameter in the
+  impact plot (CMS Combine's ``combineTool.py -M Impacts``): fit the nominal Asimov data,
+  fix the parameter at its post-fit value +- its post-fit uncertainty, refit; the larger
+  |mu shift|. A systematic with no parameter in the
   model (every template pruned and no normalisation effect) has impact 0: the analysis
   quotes none.
 * **attack impact** = |bias| with the signed ``bias = mu_hat(attacked expected yields) -
   mu_hat(nominal Asimov)`` (the second term is mu_true up to fit precision and the clipping
   of negative template bins; subtracting it removes that offset).
 
-MC-statistics uncertainty (SCIENCE.md section 8): a Poisson bootstrap of the event weights.
-Replica r multiplies every event weight (nominal, weight variations, an attack's measuring
+MC-statistics uncertainty: a Poisson bootstrap of the event weights (Hanley and MacGibbon,
+Comput. Methods Programs Biomed. 83 (2006) 57, as used for MC statistics in ATLAS/CMS). Replica r multiplies every event weight (nominal, weight variations, an attack's measuring
 weights) by ``b_ri ~ Poisson(1)``; the templates, their treatment (symmetrisation, pruning:
 the whole chain) and the nominal model are rebuilt with the central binning, and every
 standard impact and attacked truth is recomputed with the replica weights and refitted.
@@ -214,6 +215,11 @@ def _sd(values) -> float:
 
 
 def replicas_setting(cfg, n_replicas=None) -> int:
+    """``fit.n_replicas`` (>= 2), or the caller's explicit ``n_replicas``; an explicit 0 asks for
+    central values only (the random-control ensemble, whose spread over seeds is its own
+    uncertainty)."""
+    if n_replicas == 0 and not isinstance(n_replicas, bool):
+        return 0
     n = cfg.fit.get("n_replicas", DEFAULT_REPLICAS) if n_replicas is None else n_replicas
     if not isinstance(n, int) or isinstance(n, bool) or n < 2:
         raise AuditError(f"fit.n_replicas must be an integer >= 2 (bootstrap replicas), got {n!r}")
