@@ -1,14 +1,9 @@
-"""The audit's conclusions: from the toys, checks and attack metrics of every (model,
-systematic, attack) to the numbers of summary.json, and the figures of the report.
+"""The audit's building blocks: toy summaries, the standard shift's NN-output shift, the
+flat metrics of an attack, and the figures of the report (assembled by
+analysis.audit_stage).
 
-Impacts on mu are measured against the nominal scenario of the same model with common
-random numbers (the same toys' fluctuations in every scenario):
-
-    standard impact of s   = max(|bias(s up) - bias(nominal)|, |bias(s down) - bias(nominal)|)
-    impact of an attack    = |bias(attack) - bias(nominal)|
-
-An attack counts as hidden only if it passed every check in every region; the largest hidden
-impact is compared with the standard impact of the systematic whose envelope it stayed in.
+Impacts on mu come from analysis.stats.impacts (Asimov fits with the nominal model, MC
+statistics from bootstrap replicas); the toys here give closure and a cross-check.
 """
 
 from __future__ import annotations
@@ -87,31 +82,25 @@ def standard_output_shift(p_nominal, p_variant, weights, in_nominal, in_variant,
     return {k: _finite(shift[k]) for k in ("wasserstein", "mean_shift", "histogram_l1_relative")}
 
 
-def attack_entry(toys: dict[str, dict], scenario: str, validation: dict, attack_result: dict) -> dict:
-    metrics = attack_result.get("metrics", {})
+def flat_metrics(metrics: dict) -> dict:
+    """The finite scalar metrics of an attack (fooling ratio, AUCs, significance, output
+    shift) as one flat mapping."""
     flat = {}
     for key in ("fooling_ratio", "auc_before", "auc_after"):
         if key in metrics and metrics[key] is not None and math.isfinite(metrics[key]):
             flat[key] = float(metrics[key])
-    sig = metrics.get("significance") or {}
-    for key, value in sig.items():
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            flat[f"significance_{key}"] = float(value)
-    shift = metrics.get("output_shift") or {}
-    for key, value in shift.items():
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            flat[f"output_shift_{key}"] = float(value)
-    checks = [{k: c[k] for k in ("name", "region", "feature", "statistic", "threshold", "passed")}
-              for c in validation["checks"]]
-    for c in checks:
-        c["statistic"] = _finite(c["statistic"])
-    return {
-        "hidden": bool(validation["hidden"]),
-        "impact_mu": _finite(abs(toys[scenario]["bias"] - toys["nominal"]["bias"])),
-        "fooling_ratio": _finite(metrics.get("fooling_ratio")),
-        "checks": checks,
-        "metrics": flat,
-    }
+    for group in ("significance", "output_shift"):
+        for key, value in (metrics.get(group) or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                flat[f"{group}_{key}"] = float(value)
+    return flat
+
+
+def variant_outputs(network, sample) -> dict:
+    """{variant: (N,) NN output} of every variant (NaN where features cannot be computed)."""
+    from analysis.ml.evaluation import outputs_per_variant
+
+    return outputs_per_variant(network, {v: sample.X[v] for v in sample.variants}, invalid="nan")
 
 
 # ------------------------------------------------------------------------------ figures
@@ -230,3 +219,104 @@ def figure_lambda_scan(models: dict, penalties: dict, directory: Path, style=Non
     return figure_entry("lambda_scan", plotting.save_figure(fig, directory / "figures", "lambda_scan"), directory,
                         "Performance (AUC, expected significance) against robustness (largest standard and "
                         "hidden impact on mu) per model variant, as in the lambda scan of Wunsch et al.")
+
+
+def _regions_from(f) -> dict:
+    from analysis.attack_stage import regions_from_arrays
+
+    return regions_from_arrays(f)
+
+
+def model_figures(cfg, mname: str, inputs, model_summary: dict, sample, outputs: dict, report_dir: Path,
+                  style=None) -> list[dict]:
+    """The per-model figures: toys, significance curves per systematic, the most dangerous
+    attack's feature and correlation change, the NN output per region with the standard bands
+    and the attacked total. ``inputs``: analysis.audit_stage.ModelInputs."""
+    from analysis.attacks.checks import correlation_matrix
+    from analysis.ml.evaluation import predict, significance_curve
+    from analysis.tables import NOMINAL
+
+    model = inputs.network
+    results = inputs.toys
+    figures = []
+    systs = model_summary["systematics"]
+    first = next(iter(systs))
+    entry = systs[first]
+    best = entry["responsible_attack"] or max(entry["attacks"], key=lambda a: entry["attacks"][a]["impact_mu"])
+    scenarios = ["nominal", f"{first}_up", f"{first}_down", f"attack/{first}/{best}"]
+    figures.append(figure_toys(mname, results, [s for s in scenarios if s in results], report_dir, style))
+
+    thresholds = np.linspace(0.0, 1.0, 101)
+    sr = cfg.signal_region
+    for syst, e in systs.items():
+        curves = {"thresholds": thresholds, "after": {}}
+        for attack in e["attacks"]:
+            with np.load(inputs.attacks[(syst, attack)].outputs_path) as f:
+                rows, p_nom, p_adv, after = f["rows"], f["nominal"], f["attacked"], _regions_from(f)
+                ew = f["eval_weights"] if "eval_weights" in f.files else sample.weight[rows]
+            y = sample.y[rows]
+            judged = ew != 0
+            # signal-region events before the attack and after it (migration included), judged events
+            m = sample.region[(sr, NOMINAL)][rows] & judged
+            ma = after[sr] & judged
+            curves["before"] = significance_curve(p_nom[m], y[m], ew[m], thresholds)["rel_significance"]
+            curves["after"][attack] = significance_curve(p_adv[ma], y[ma], ew[ma], thresholds)["rel_significance"]
+        curves["before"] = np.nan_to_num(curves["before"])
+        curves["after"] = {a: np.nan_to_num(c) for a, c in curves["after"].items()}
+        figures.append(figure_significance(mname, syst, curves, report_dir, style))
+
+    # the systematic's most dangerous attack: its features and correlations
+    attack = best
+    with np.load(inputs.attacks[(first, attack)].events_path) as f:
+        rows, x_adv, regions_after = f["rows"], f["x_adv"], _regions_from(f)
+        ew = f["eval_weights"] if "eval_weights" in f.files else sample.weight[rows]
+    judged = ew != 0
+    rows, x_adv, ew = rows[judged], x_adv[judged], ew[judged]
+    regions_after = {r: v[judged] for r, v in regions_after.items()}
+    ks = [c for c in entry["attacks"][attack]["published"] if c["name"] == "ks" and c["region"] == sr and c["feature"]]
+    feature = max(ks, key=lambda c: c["statistic"])["feature"] if ks else sample.features[0]
+    j = sample.features.index(feature)
+    m = sample.region[(sr, NOMINAL)][rows]
+    ma = regions_after[sr]
+    mu = sample.region[(sr, f"{first}_up")][rows]
+    md = sample.region[(sr, f"{first}_down")][rows]
+    arrays = {"nominal": sample.X[NOMINAL][rows][m, j], "attacked": x_adv[ma, j], "w": ew[m], "w_attacked": ew[ma],
+              "up": sample.X[f"{first}_up"][rows][mu, j], "w_up": ew[mu],
+              "down": sample.X[f"{first}_down"][rows][md, j], "w_down": ew[md]}
+    figures.append(figure_feature(mname, first, attack, sr, feature, arrays, report_dir, style))
+    figures.append(figure_correlation(
+        mname, first, attack, correlation_matrix(sample.X[NOMINAL][rows], ew), correlation_matrix(x_adv, ew),
+        sample.features, float(cfg.checks.get("correlation_rel_max", 0.006)), report_dir, style))
+
+    # NN output per process in each region, with the standard bands and the attacked total
+    with np.load(inputs.attacks[(first, attack)].events_path) as f:
+        all_rows, all_x, all_regions = f["rows"], f["x_adv"], _regions_from(f)
+        all_ew = f["eval_weights"] if "eval_weights" in f.files else sample.weight[all_rows]
+    attacked_out = outputs[NOMINAL].copy()
+    attacked_out[all_rows] = predict(model, all_x)
+    attacked_w = sample.weight.astype(np.float64).copy()
+    attacked_w[all_rows] = all_ew
+    signal = [n for d, n in enumerate(sample.datasets) if (sample.y[sample.dataset == d] == 1).any()]
+    for region in sample.regions:
+        membership = sample.region[(region, NOMINAL)].copy()
+        membership[all_rows] = all_regions[region]
+
+        def per_process(variant, scores, member=None, weights=None):
+            out = {}
+            for d, name in enumerate(sample.datasets):
+                sel = (sample.dataset == d) & (sample.region[(region, variant)] if member is None else member)
+                if sel.any():  # a process absent from the region is not drawn there
+                    out[name] = (scores[sel], (sample.weight if weights is None else weights)[sel])
+            return out
+
+        nominal = per_process(NOMINAL, outputs[NOMINAL])
+        # processes that only migrate into the region under a shift are left out of its band
+        variations = {s: {d: {p: v for p, v in per_process(f"{s}_{d}", outputs[f"{s}_{d}"]).items() if p in nominal}
+                          for d in ("up", "down")}
+                      for s in sample.shift_names()}
+        attacked = per_process(NOMINAL, attacked_out, membership, attacked_w)
+        if not any(n not in signal for n in nominal):
+            continue  # no background in this region: nothing to compare
+        figures.append(figure_nn_output(mname, region, nominal, variations, signal, report_dir,
+                                        attacked=attacked, attack=f"{attack} ({first})", style=style))
+    return figures

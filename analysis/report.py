@@ -1,20 +1,23 @@
-"""The audit report: ``summary.json`` (schema version 1), a console table and one HTML file.
+"""The audit report: ``summary.json`` (schema version 2), a console table and one HTML file.
 
-The audit (issue 6) asks, per model variant and systematic: is the largest mismodelling that
-stays inside the systematic's +-1 sigma envelope and passes every hidden-ness check (a
-*hidden systematic*, ../shared/SCIENCE.md sections 1 and 4) larger in its effect on the signal
-strength mu than the standard +-1 sigma variation that the analysis quotes? This module holds
-the answer's data model and presentation, independent of how the numbers are computed:
+The audit asks, per model variant and systematic: is the largest mismodelling that stays
+inside the systematic's +-1 sigma envelope and that data at the analysis luminosity would not
+see (a *hidden systematic*, docs/science.md sections 1 and 4) larger in its effect on the
+signal strength mu than the impact the analysis quotes for the systematic? Both are
+measurements with uncertainties, so the answer has three outcomes (analysis.verdict). This
+module holds the answer's data model and presentation, independent of how the numbers are
+computed:
 
-``verdict`` / ``largest_hidden`` / ``systematic_entry``   the decision rule and derived keys;
-``make_summary`` / ``validate_summary``                   build and check the versioned schema
-                                                          (documented in docs/report.md);
-``write_summary`` / ``load_summary``                      atomic JSON I/O (validated);
-``console_table``                                         the short fixed-width table printed at
-                                                          the end of ``law run AttackAudit``;
-``write_html``                                            one self-contained HTML report (inline
-                                                          CSS, figures as base64 PNG data URIs,
-                                                          no scripts, no external resources).
+``systematic_entry``                         the derived keys of one systematic (largest
+                                             hidden impact, responsible attack, verdict);
+``make_summary`` / ``validate_summary``      build and check the versioned schema
+                                             (documented in docs/report.md);
+``write_summary`` / ``load_summary``         atomic JSON I/O (validated);
+``console_table``                            the short fixed-width table printed at the end of
+                                             ``law run AttackAudit``;
+``write_html``                               one self-contained HTML report (inline CSS,
+                                             figures as base64 PNG data URIs, no scripts, no
+                                             external resources).
 
 Model variants are compared as performance (AUC, expected significance) against robustness
 (hidden impact), as in the lambda scan of Wunsch, Joerger, Wolf, Quast (2020).
@@ -34,88 +37,98 @@ from pathlib import Path, PurePosixPath
 from analysis.errors import AuditError
 from analysis.files import write_atomically
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 COVERED = "covered"
-HIDDEN_LARGER = "hidden systematic larger than quoted"
-NO_HIDDEN = "no hidden attack found"
-VERDICTS = (COVERED, HIDDEN_LARGER, NO_HIDDEN)
+LARGER = "larger than quoted"
+INCONCLUSIVE = "inconclusive"
+VERDICTS = (COVERED, LARGER, INCONCLUSIVE)
 
 _REL_TOL = 1e-9
 
 
-# --------------------------------------------------------------------------- decision rule
+# --------------------------------------------------------------------------- derived keys
 
 
-def verdict(standard_impact: float, hidden_impacts: Iterable[float | None]) -> str:
-    """The verdict for one systematic.
-
-    ``hidden_impacts``: |impact on mu| of the attacks that passed every check (None entries are
-    ignored). No such attack -> "no hidden attack found"; the largest one strictly above the
-    standard impact -> "hidden systematic larger than quoted"; otherwise "covered".
-    """
-    std = _number(standard_impact, "standard_impact", minimum=0.0)
-    impacts = [_number(h, f"hidden_impacts[{i}]", minimum=0.0) for i, h in enumerate(hidden_impacts) if h is not None]
-    if not impacts:
-        return NO_HIDDEN
-    return HIDDEN_LARGER if max(impacts) > std else COVERED
-
-
-def largest_hidden(attacks: Mapping[str, Mapping]) -> tuple[float | None, str | None]:
-    """(largest impact_mu, attack name) among attacks with ``hidden`` true; (None, None) if none.
-
-    Ties go to the first attack in the mapping's order.
-    """
-    best, name = None, None
+def largest_hidden(attacks: Mapping[str, Mapping], candidates: Iterable[str] | None = None
+                   ) -> tuple[float | None, float | None, str | None]:
+    """(largest impact_mu, its impact_mu_unc, attack name) among the ``candidates`` (default
+    all) with ``hidden`` true; (None, None, None) if none. Ties go to the first attack."""
+    best, unc, name = None, None, None
     for attack, entry in attacks.items():
+        if candidates is not None and attack not in candidates:
+            continue
         if entry.get("hidden") is True:
             impact = float(entry["impact_mu"])
             if best is None or impact > best:
-                best, name = impact, attack
-    return best, name
+                best, unc, name = impact, float(entry["impact_mu_unc"]), attack
+    return best, unc, name
 
 
-def systematic_entry(standard_impact_mu: float, standard: Mapping, attacks: Mapping[str, Mapping], **optional) -> dict:
+def systematic_entry(*, standard_impact_mu: float, standard_impact_mu_unc: float, standard_power: Mapping,
+                     standard: Mapping, attacks: Mapping[str, Mapping], null: Mapping, candidates: Iterable[str],
+                     closure_passed: bool, n_sigma: float = 2.0, difference_unc: Mapping | None = None,
+                     **optional) -> dict:
     """One ``systematics[SYST]`` entry with the derived keys filled in.
 
-    ``standard``: ``{"up": {"bias", "pull_mean", "pull_width", "coverage"}, "down": {...}}``;
-    ``attacks``: ``{ATTACK: {"hidden", "impact_mu", "fooling_ratio", "checks", "metrics"}}``.
-    Adds ``largest_hidden_impact_mu``, ``responsible_attack``, ``ratio_hidden_to_standard``
-    (None when there is no hidden attack or the standard impact is 0) and ``verdict``.
-    ``optional`` keys (e.g. ``description``) are copied as they are.
+    ``attacks``: ``{ATTACK: {"hidden", "power", "impact_mu", "impact_mu_unc", ...}}``;
+    ``candidates``: the attacks that may be responsible (the random control is the null, not a
+    candidate); ``null``: the random-control ensemble with its ``quantile_95`` (of the maximum
+    of as many null draws as there are candidates). Adds ``largest_hidden_impact_mu`` (+-
+    ``_unc``), ``responsible_attack``, ``ratio_hidden_to_standard``, ``verdict``,
+    ``verdict_reason`` and ``mc_scale_to_decide`` (analysis.verdict.decide). ``optional``
+    keys (e.g. ``description``) are copied as they are.
     """
+    from analysis.verdict import decide
+
     std = _number(standard_impact_mu, "standard_impact_mu", minimum=0.0)
+    std_unc = _number(standard_impact_mu_unc, "standard_impact_mu_unc", minimum=0.0)
     attacks = {a: dict(e) for a, e in attacks.items()}
+    candidates = [a for a in candidates if a in attacks]
     for a, e in attacks.items():
-        if "hidden" not in e or "impact_mu" not in e:
-            raise AuditError(f"attack {a!r} needs 'hidden' and 'impact_mu' to summarise it")
-    largest, responsible = largest_hidden(attacks)
+        for key in ("hidden", "impact_mu", "impact_mu_unc", "power"):
+            if key not in e:
+                raise AuditError(f"attack {a!r} needs {key!r} to summarise it")
+    largest, largest_unc, responsible = largest_hidden(attacks, candidates)
+    diff_unc = None if responsible is None or not difference_unc else difference_unc.get(responsible)
+    decision = decide(largest, largest_unc, std, std_unc, float(null["quantile_95"]), n_sigma=n_sigma,
+                      difference_unc=diff_unc, closure_ok=bool(closure_passed))
     entry = dict(optional)
-    if entry.get("control_impact_mu") is not None:
-        # a hidden impact below the random control's is within the MC-statistics noise floor
-        entry["largest_hidden_exceeds_control"] = bool(largest is not None
-                                                       and largest > float(entry["control_impact_mu"]))
     if "standard_output_shift" in entry:
-        entry["output_shift_comparison"] = output_shift_comparison(entry["standard_output_shift"], attacks)
+        entry["output_shift_comparison"] = output_shift_comparison(entry["standard_output_shift"], attacks, candidates)
     entry.update(
         standard_impact_mu=std,
+        standard_impact_mu_unc=std_unc,
+        standard_power={k: float(v) for k, v in standard_power.items()},
         standard={d: dict(v) for d, v in standard.items()},
         attacks=attacks,
+        candidates=list(candidates),
+        null=dict(null),
         largest_hidden_impact_mu=largest,
+        largest_hidden_impact_mu_unc=largest_unc,
         responsible_attack=responsible,
         ratio_hidden_to_standard=(largest / std if largest is not None and std > 0 else None),
-        verdict=verdict(std, [largest]),
+        n_sigma=float(n_sigma),
+        closure_passed=bool(closure_passed),
+        difference_unc=decision.difference_unc,
+        verdict_significance=decision.significance,
+        verdict=decision.verdict,
+        verdict_reason=decision.reason,
+        mc_scale_to_decide=(None if decision.mc_scale_needed is None or not math.isfinite(decision.mc_scale_needed)
+                            else decision.mc_scale_needed),
     )
     return _jsonable(entry)
 
 
-def output_shift_comparison(standard_shift: Mapping, attacks: Mapping[str, Mapping]) -> dict:
+def output_shift_comparison(standard_shift: Mapping, attacks: Mapping[str, Mapping],
+                            candidates: Iterable[str] | None = None) -> dict:
     """Does a hidden attack move the signal-region NN-output distribution more than the
     standard +-1 sigma shift? Compared in Wasserstein-1 distance (the attacks' metric
     ``output_shift_wasserstein``; the standard's larger of up and down)."""
     standard = max(float(v.get("wasserstein", 0.0)) for v in standard_shift.values())
     hidden = {a: float(e["metrics"]["output_shift_wasserstein"]) for a, e in attacks.items()
-              if e["hidden"] and "output_shift_wasserstein" in (e.get("metrics") or {})}
+              if e["hidden"] and (candidates is None or a in candidates)
+              and "output_shift_wasserstein" in (e.get("metrics") or {})}
     attack = max(hidden, key=hidden.get) if hidden else None
     return {"standard_wasserstein": standard,
             "largest_hidden_wasserstein": hidden[attack] if attack else None,
@@ -256,56 +269,80 @@ def _validate_check(c, path: str) -> bool:
     return _bool(_get(c, "passed", path), f"{path}.passed")
 
 
-def _validate_attack(a, path: str) -> None:
+def _validate_attack(a, path: str, power_max: float | None) -> None:
     _mapping(a, path)
     hidden = _bool(_get(a, "hidden", path), f"{path}.hidden")
+    power = _number(_get(a, "power", path), f"{path}.power", minimum=0.0, maximum=1.0)
+    _number(_get(a, "power_unc", path), f"{path}.power_unc", minimum=0.0)
     _number(_get(a, "impact_mu", path), f"{path}.impact_mu", minimum=0.0)
+    _number(_get(a, "impact_mu_unc", path), f"{path}.impact_mu_unc", minimum=0.0)
     _number(_get(a, "fooling_ratio", path), f"{path}.fooling_ratio", minimum=0.0, maximum=1.0)
-    checks = _list(_get(a, "checks", path), f"{path}.checks")
-    passed = [_validate_check(c, f"{path}.checks[{i}]") for i, c in enumerate(checks)]
+    published = _list(_get(a, "published", path), f"{path}.published")
+    for i, c in enumerate(published):
+        _validate_check(c, f"{path}.published[{i}]")
     metrics = _mapping(_get(a, "metrics", path), f"{path}.metrics")
     for k, v in metrics.items():
         _number(v, f"{path}.metrics.{k}")
-    if hidden and not checks:
-        raise AuditError(f"{path}.hidden is true but the attack has no checks; hidden means it passed every check")
-    if hidden and not all(passed):
-        failed = [checks[i]["name"] for i, p in enumerate(passed) if not p]
-        raise AuditError(f"{path}.hidden is true but check(s) {failed} failed; hidden means it passed every check")
-    if "settings" in a:
-        _mapping(a["settings"], f"{path}.settings")
+    if power_max is not None and hidden != (power <= power_max):
+        raise AuditError(f"{path}.hidden is {hidden} but its power {power:g} is "
+                         f"{'above' if power > power_max else 'within'} the limit {power_max:g}; "
+                         "hidden means power <= checks.power_max")
     if "description" in a:
         _str(a["description"], f"{path}.description", nonempty=False)
 
 
-def _validate_systematic(s, path: str) -> None:
+def _validate_systematic(s, path: str, power_max: float | None) -> None:
+    from analysis.verdict import decide
+
     _mapping(s, path)
     std = _number(_get(s, "standard_impact_mu", path), f"{path}.standard_impact_mu", minimum=0.0)
+    std_unc = _number(_get(s, "standard_impact_mu_unc", path), f"{path}.standard_impact_mu_unc", minimum=0.0)
+    power = _mapping(_get(s, "standard_power", path), f"{path}.standard_power")
+    for direction in ("up", "down"):
+        _number(_get(power, direction, f"{path}.standard_power"), f"{path}.standard_power.{direction}",
+                minimum=0.0, maximum=1.0)
     standard = _mapping(_get(s, "standard", path), f"{path}.standard")
     for direction in ("up", "down"):
         _validate_direction(_get(standard, direction, f"{path}.standard"), f"{path}.standard.{direction}")
     attacks = _mapping(_get(s, "attacks", path), f"{path}.attacks")
     for name, a in attacks.items():
-        _validate_attack(a, f"{path}.attacks.{name}")
+        _validate_attack(a, f"{path}.attacks.{name}", power_max)
+    candidates = _list(_get(s, "candidates", path), f"{path}.candidates")
+    for c in candidates:
+        if c not in attacks:
+            raise AuditError(f"{path}.candidates names {c!r}, which is not one of the attacks {sorted(attacks)}")
+    null = _mapping(_get(s, "null", path), f"{path}.null")
+    null_q = _number(_get(null, "quantile_95", f"{path}.null"), f"{path}.null.quantile_95", minimum=0.0)
+    n_seeds = _get(null, "n_seeds", f"{path}.null")
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
+        raise AuditError(f"{path}.null.n_seeds must be a positive integer, got {n_seeds!r}")
     largest = _opt_number(_get(s, "largest_hidden_impact_mu", path), f"{path}.largest_hidden_impact_mu", minimum=0.0)
+    largest_unc = _opt_number(_get(s, "largest_hidden_impact_mu_unc", path), f"{path}.largest_hidden_impact_mu_unc",
+                              minimum=0.0)
     responsible = _str(_get(s, "responsible_attack", path), f"{path}.responsible_attack", allow_none=True)
     ratio = _opt_number(_get(s, "ratio_hidden_to_standard", path), f"{path}.ratio_hidden_to_standard", minimum=0.0)
     v = _get(s, "verdict", path)
     if v not in VERDICTS:
         raise AuditError(f"{path}.verdict must be one of {list(VERDICTS)}, got {v!r}")
+    _str(_get(s, "verdict_reason", path), f"{path}.verdict_reason")
+    closure_passed = _bool(_get(s, "closure_passed", path), f"{path}.closure_passed")
+    n_sigma = _number(_get(s, "n_sigma", path), f"{path}.n_sigma", minimum=0.0)
 
     # Derived keys must agree with the attacks they summarise.
-    exp_largest, _ = largest_hidden(attacks)
+    exp_largest, exp_unc, _ = largest_hidden(attacks, candidates)
     if (largest is None) != (exp_largest is None) or (largest is not None and not _close(largest, exp_largest)):
         raise AuditError(
-            f"{path}.largest_hidden_impact_mu is {largest!r} but the largest impact_mu among hidden attacks is "
-            f"{exp_largest!r}"
+            f"{path}.largest_hidden_impact_mu is {largest!r} but the largest impact_mu among hidden candidate "
+            f"attacks is {exp_largest!r}"
         )
+    if (largest_unc is None) != (exp_unc is None) or (largest_unc is not None and not _close(largest_unc, exp_unc)):
+        raise AuditError(f"{path}.largest_hidden_impact_mu_unc is {largest_unc!r}, expected {exp_unc!r}")
     if largest is None:
         if responsible is not None:
             raise AuditError(f"{path}.responsible_attack must be null when no attack is hidden, got {responsible!r}")
     else:
-        if responsible not in attacks:
-            raise AuditError(f"{path}.responsible_attack {responsible!r} is not one of the attacks {sorted(attacks)}")
+        if responsible not in candidates:
+            raise AuditError(f"{path}.responsible_attack {responsible!r} is not one of the candidates {candidates}")
         if attacks[responsible]["hidden"] is not True or not _close(attacks[responsible]["impact_mu"], largest):
             raise AuditError(
                 f"{path}.responsible_attack {responsible!r} is not a hidden attack with impact_mu = "
@@ -317,9 +354,11 @@ def _validate_systematic(s, path: str) -> None:
             f"{path}.ratio_hidden_to_standard is {ratio!r} but largest_hidden_impact_mu / standard_impact_mu is "
             f"{exp_ratio!r} (null when there is no hidden attack or the standard impact is 0)"
         )
-    exp_verdict = verdict(std, [largest])
-    if v != exp_verdict:
-        raise AuditError(f"{path}.verdict is {v!r} but the impacts give {exp_verdict!r}")
+    diff_unc = _opt_number(s.get("difference_unc"), f"{path}.difference_unc", minimum=0.0)
+    exp_verdict = decide(largest, largest_unc, std, std_unc, null_q, n_sigma=n_sigma,
+                         difference_unc=diff_unc if largest is not None else None, closure_ok=closure_passed)
+    if v != exp_verdict.verdict:
+        raise AuditError(f"{path}.verdict is {v!r} but the impacts give {exp_verdict.verdict!r}")
     if "description" in s:
         _str(s["description"], f"{path}.description", nonempty=False)
 
@@ -331,9 +370,18 @@ def _validate_model(m, path: str) -> None:
     penalty = _mapping(_get(m, "penalty", path), f"{path}.penalty")
     for k, lam in penalty.items():
         _number(lam, f"{path}.penalty.{k}", minimum=0.0)
+    closure = _mapping(_get(m, "closure", path), f"{path}.closure")
+    for key in ("pull_mean", "pull_width", "coverage_68"):
+        _number(_get(closure, key, f"{path}.closure"), f"{path}.closure.{key}")
+    _bool(_get(closure, "passed", f"{path}.closure"), f"{path}.closure.passed")
+    calibration = _mapping(_get(m, "calibration", path), f"{path}.calibration")
+    _number(_get(calibration, "false_alarm_rate", f"{path}.calibration"), f"{path}.calibration.false_alarm_rate",
+            minimum=0.0, maximum=1.0)
+    power_max = calibration.get("power_max")
+    power_max = None if power_max is None else _number(power_max, f"{path}.calibration.power_max", minimum=0.0)
     systematics = _mapping(_get(m, "systematics", path), f"{path}.systematics", nonempty=True)
     for name, s in systematics.items():
-        _validate_systematic(s, f"{path}.systematics.{name}")
+        _validate_systematic(s, f"{path}.systematics.{name}", power_max)
     if "label" in m:
         _str(m["label"], f"{path}.label")
     if "description" in m:
@@ -350,13 +398,14 @@ def _validate_relpath(p, path: str, suffix: str) -> None:
 
 
 def validate_summary(summary) -> None:
-    """Check ``summary`` against schema version 1 (docs/report.md); raise ``AuditError`` naming the key.
+    """Check ``summary`` against schema version 2 (docs/report.md); raise ``AuditError`` naming the key.
 
     Checks presence and type of every required key, finiteness and ranges of the numbers,
-    the verdict vocabulary, that derived keys (largest hidden impact, responsible attack,
-    ratio, verdict) agree with the attacks, that a hidden attack passed every one of its
-    checks, that figure names are unique and their paths relative, and that the whole object
-    is JSON-serialisable without NaN/inf. Unknown extra keys are allowed.
+    the verdict vocabulary, that derived keys (largest hidden impact and its uncertainty,
+    responsible attack, ratio, verdict) agree with the attacks, that ``hidden`` agrees with
+    the power and the model's power limit, that figure names are unique and their paths
+    relative, and that the whole object is JSON-serialisable without NaN/inf. Unknown extra
+    keys are allowed.
     """
     _mapping(summary, "summary")
     sv = _get(summary, "schema_version", "summary")
@@ -442,20 +491,17 @@ def _fmt(x, spec: str = ".3g") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _checks_passed(attack: Mapping | None) -> str:
-    if attack is None:
-        return "-"
-    checks = attack["checks"]
-    return f"{sum(bool(c['passed']) for c in checks)}/{len(checks)}"
+def _pm(value, unc, spec: str = ".3f") -> str:
+    return "-" if value is None else f"{value:{spec}}+-{unc:{spec}}"
 
 
 def _shown_attack(s: Mapping) -> str | None:
-    """The attack a row reports: the responsible one, else the one with the largest impact."""
+    """The attack a row reports: the responsible one, else the candidate with the largest
+    impact (it was visible)."""
     if s["responsible_attack"] is not None:
         return s["responsible_attack"]
-    if s["attacks"]:
-        return max(s["attacks"], key=lambda a: s["attacks"][a]["impact_mu"])
-    return None
+    pool = [a for a in s["candidates"] if a in s["attacks"]] or list(s["attacks"])
+    return max(pool, key=lambda a: s["attacks"][a]["impact_mu"]) if pool else None
 
 
 def _penalty_text(penalty: Mapping) -> str:
@@ -463,9 +509,10 @@ def _penalty_text(penalty: Mapping) -> str:
 
 
 def console_table(summary: Mapping) -> str:
-    """A short fixed-width table per model (systematic, standard impact, largest hidden impact,
-    ratio, attack, fooling ratio, verdict). An attack in parentheses is the strongest one that
-    failed a check (shown when no attack is hidden)."""
+    """A short fixed-width table per model: systematic, quoted impact +- uncertainty, the
+    power of the standard shift, the largest hidden impact +- uncertainty, the attack and its
+    power, the random control's hidden rate and null quantile, the verdict. An attack in
+    parentheses is the strongest candidate tried; data would have seen it."""
     validate_summary(summary)
     lines = [
         f"Hidden-systematics audit  config={summary['config']}  version={summary['version']}  "
@@ -477,30 +524,40 @@ def console_table(summary: Mapping) -> str:
         shown = {s: _shown_attack(e) for s, e in syst.items()}
         w_a = max(6, *(len(a) + 2 for a in shown.values() if a), 0)
         header = (
-            f"{'systematic':<{w_s}}  {'standard':>9}  {'hidden':>9}  {'ratio':>6}  {'attack':<{w_a}}  "
-            f"{'fooling':>7}  {'checks':>6}  verdict"
+            f"{'systematic':<{w_s}}  {'quoted':>13}  {'std power':>9}  {'hidden':>13}  {'attack':<{w_a}}  "
+            f"{'power':>5}  {'null q95':>8}  {'control':>7}  verdict"
         )
+        c = m["closure"]
+        cal = m["calibration"]
         lines.append("")
         lines.append(
             f"Model {mname}: AUC {m['auc']:.3f}, expected significance {m['expected_significance']:.2f}, "
             f"penalty {_penalty_text(m['penalty'])}"
         )
+        lines.append(
+            f"  closure of nominal toys: pull mean {c['pull_mean']:.3f}, width {c['pull_width']:.3f}, "
+            f"68% coverage {c['coverage_68']:.3f} ({'passed' if c['passed'] else 'FAILED'}); visibility test: "
+            f"false-alarm rate {cal['false_alarm_rate']:.3f}+-{cal['false_alarm_unc']:.3f} at alpha {cal['alpha']:g}"
+        )
         lines.append(header)
-        lines.append("-" * len(header.expandtabs()) + "-" * 30)
+        lines.append("-" * len(header.expandtabs()) + "-" * 24)
         for sname, e in syst.items():
             a = shown[sname]
             att = e["attacks"].get(a) if a else None
             a_txt = "-" if a is None else (a if e["responsible_attack"] else f"({a})")
-            flag = "  <-- !" if e["verdict"] == HIDDEN_LARGER else ""
+            flag = "  <-- !" if e["verdict"] == LARGER else ""
+            sp = e["standard_power"]
             lines.append(
-                f"{sname:<{w_s}}  {_fmt(e['standard_impact_mu']):>9}  {_fmt(e['largest_hidden_impact_mu']):>9}  "
-                f"{_fmt(e['ratio_hidden_to_standard'], '.2f'):>6}  {a_txt:<{w_a}}  "
-                f"{_fmt(att['fooling_ratio'] if att else None, '.3f'):>7}  {_checks_passed(att):>6}  "
-                f"{e['verdict']}{flag}"
+                f"{sname:<{w_s}}  {_pm(e['standard_impact_mu'], e['standard_impact_mu_unc']):>13}  "
+                f"{max(sp['up'], sp['down']):>9.2f}  "
+                f"{_pm(e['largest_hidden_impact_mu'], e['largest_hidden_impact_mu_unc']):>13}  {a_txt:<{w_a}}  "
+                f"{_fmt(att['power'] if att else None, '.2f'):>5}  {e['null']['quantile_95']:>8.3f}  "
+                f"{e['null']['hidden_rate']:>7.2f}  {e['verdict']}{flag}"
             )
     lines.append("")
-    lines.append("standard / hidden: |bias on mu| of the quoted +-1 sigma shift / of the largest attack that passed "
-                 "every check; (attack): strongest attack tried, it failed a check")
+    lines.append("quoted: the systematic's impact on mu; hidden: the largest impact on mu of an attack that data would "
+                 "not see (power <= limit), both +- MC statistics; std power: how often data would see the standard "
+                 "+-1 sigma shift; null q95 / control: random control's impact quantile and hidden rate")
     return "\n".join(lines)
 
 
@@ -526,7 +583,7 @@ figcaption{margin-top:.6em;font-size:.92em}
 .small{font-size:.85em;color:#555}
 """
 
-_VERDICT_CLASS = {COVERED: "v-covered", HIDDEN_LARGER: "v-hidden", NO_HIDDEN: "v-none"}
+_VERDICT_CLASS = {COVERED: "v-covered", LARGER: "v-hidden", INCONCLUSIVE: "v-none"}
 
 
 def _e(x) -> str:
@@ -538,19 +595,24 @@ def _slug(text: str) -> str:
 
 
 def _attack_details(s: Mapping) -> str:
-    parts = []
+    parts = [f"<p><b>Verdict</b>: {_e(s['verdict_reason'])}</p>"]
+    sp = s["standard_power"]
+    parts.append(
+        f"<p>Quoted impact on &mu; {_pm(s['standard_impact_mu'], s['standard_impact_mu_unc'])} (MC statistics); "
+        f"power of the standard shift in data: up {sp['up']:.2f}, down {sp['down']:.2f}.</p>")
+    null = s["null"]
+    parts.append(
+        f"<p>Random control over {null['n_seeds']} seeds: hidden in {null['hidden_rate']:.2f} of them; "
+        f"the {100 * null.get('quantile', 0.95):.0f}% quantile of the largest of {null['n_attacks_compared']} "
+        f"null impacts (the look-elsewhere comparison) is {null['quantile_95']:.3f}.</p>")
     std = s["standard"]
-    parts.append("<p><b>Standard &plusmn;1&sigma; toys</b></p><table><tr><th class=name>shift</th>"
-                 "<th>bias</th><th>pull mean</th><th>pull width</th><th>coverage</th></tr>")
+    parts.append("<p><b>Standard &plusmn;1&sigma; toys</b> (fitted with the nominal model)</p><table><tr>"
+                 "<th class=name>shift</th><th>bias</th><th>pull mean</th><th>pull width</th><th>coverage</th></tr>")
     for d in ("up", "down"):
         r = std[d]
         parts.append(f"<tr><td class=name>{d}</td><td>{_fmt(r['bias'])}</td><td>{_fmt(r['pull_mean'])}</td>"
                      f"<td>{_fmt(r['pull_width'])}</td><td>{_fmt(r['coverage'])}</td></tr>")
     parts.append("</table>")
-    if s.get("control_impact_mu") is not None:
-        parts.append(f"<p>Impact of the random control attack on &mu; (the noise floor of attack impacts from "
-                     f"MC statistics): {_fmt(s['control_impact_mu'])}; largest hidden impact above it: "
-                     f"{'yes' if s.get('largest_hidden_exceeds_control') else 'no'}</p>")
     cmp = s.get("output_shift_comparison")
     if cmp:
         parts.append(
@@ -559,27 +621,33 @@ def _attack_details(s: Mapping) -> str:
             f"{_fmt(cmp['largest_hidden_wasserstein'], '.4g')} ({_e(cmp['attack'] or '-')}): "
             + ("<b>a hidden attack moves the output more than the standard shift</b>"
                if cmp["hidden_exceeds_standard"] else "no hidden attack moves it more") + "</p>")
+    parts.append("<table><tr><th class=name>attack</th><th class=name>hidden</th><th>power</th>"
+                 "<th class=name>most visible look</th><th>impact on &mu;</th><th>toys cross-check</th>"
+                 "<th>fooling ratio</th><th>published checks passed</th></tr>")
     for aname, a in s["attacks"].items():
-        status = "hidden" if a["hidden"] else "not hidden"
+        role = "" if aname in s["candidates"] else " (control)"
+        toys = _pm(a.get("impact_mu_toys"), a.get("impact_mu_toys_unc", 0.0)) if "impact_mu_toys" in a else "-"
         parts.append(
-            f"<p><b>{_e(aname)}</b>: {status}, impact on &mu; {_fmt(a['impact_mu'])}, "
-            f"fooling ratio {_fmt(a['fooling_ratio'])}, checks passed {_checks_passed(a)}</p>"
-        )
-        if a["checks"]:
-            parts.append("<table><tr><th class=name>check</th><th class=name>region</th><th class=name>feature</th>"
-                         "<th>statistic</th><th>threshold</th><th class=name>result</th></tr>")
-            for c in a["checks"]:
-                res = '<span class="pass">passed</span>' if c["passed"] else '<span class="fail">FAILED</span>'
+            f"<tr><td class=name>{_e(aname)}{role}</td><td class=name>{'yes' if a['hidden'] else 'no'}</td>"
+            f"<td>{a['power']:.3f}&plusmn;{a['power_unc']:.3f}</td><td class=name>{_e(a.get('most_visible_look') or '-')}</td>"
+            f"<td>{_pm(a['impact_mu'], a['impact_mu_unc'])}</td><td>{toys}</td>"
+            f"<td>{_fmt(a['fooling_ratio'])}</td><td>{_e(a.get('published_passed', '-'))}</td></tr>")
+    parts.append("</table>")
+    for aname, a in s["attacks"].items():
+        if not a["published"]:
+            continue
+        failed = [c for c in a["published"] if not c["passed"]]
+        parts.append(f"<p class=small><b>{_e(aname)}</b>: published statistics failing their thresholds "
+                     f"({len(failed)} of {len(a['published'])}; reported, not deciding)</p>")
+        if failed:
+            parts.append("<table><tr><th class=name>statistic</th><th class=name>region</th><th class=name>feature</th>"
+                         "<th>value</th><th>threshold</th></tr>")
+            for c in failed[:20]:
                 parts.append(
                     f"<tr><td class=name>{_e(c['name'])}</td><td class=name>{_e(c['region'])}</td>"
                     f"<td class=name>{_e(c['feature'] if c['feature'] is not None else '-')}</td>"
-                    f"<td>{_fmt(c['statistic'], '.4g')}</td><td>{_fmt(c['threshold'], '.4g')}</td>"
-                    f"<td class=name>{res}</td></tr>"
-                )
+                    f"<td>{_fmt(c['statistic'], '.4g')}</td><td>{_fmt(c['threshold'], '.4g')}</td></tr>")
             parts.append("</table>")
-        if a["metrics"]:
-            parts.append("<p class=small>metrics: " + ", ".join(f"{_e(k)} = {_fmt(v, '.4g')}"
-                                                              for k, v in a["metrics"].items()) + "</p>")
     return "".join(parts)
 
 
@@ -592,19 +660,28 @@ def _model_table(mname: str, m: Mapping) -> str:
         v = s["verdict"]
         rows.append(
             f'<tr id="{_e(_slug(mname))}--{_e(_slug(sname))}"><td class=name>{_e(sname)}</td>'
-            f"<td>{_fmt(s['standard_impact_mu'])}</td><td>{_fmt(s['largest_hidden_impact_mu'])}</td>"
-            f"<td>{_fmt(s['ratio_hidden_to_standard'], '.2f')}</td><td class=name>{a_txt}</td>"
-            f"<td>{_fmt(att['fooling_ratio'] if att else None, '.3f')}</td>"
-            f"<td><details><summary>{_checks_passed(att)}</summary>{_attack_details(s)}</details></td>"
+            f"<td>{_pm(s['standard_impact_mu'], s['standard_impact_mu_unc'])}</td>"
+            f"<td>{max(s['standard_power']['up'], s['standard_power']['down']):.2f}</td>"
+            f"<td>{_pm(s['largest_hidden_impact_mu'], s['largest_hidden_impact_mu_unc'])}</td>"
+            f"<td class=name>{a_txt}</td><td>{_fmt(att['power'] if att else None, '.2f')}</td>"
+            f"<td>{s['null']['quantile_95']:.3f}</td>"
+            f"<td><details><summary>details</summary>{_attack_details(s)}</details></td>"
             f'<td class="verdict {_VERDICT_CLASS[v]}">{_e(v)}</td></tr>'
         )
+    c, cal = m["closure"], m["calibration"]
     return (
         f'<h3 id="model-{_e(_slug(mname))}">Model {_e(m.get("label", mname))}</h3>'
         f"<p class=small>AUC {m['auc']:.3f}; expected significance {m['expected_significance']:.2f}; "
         f"penalty &lambda;: {_e(_penalty_text(m['penalty']))}</p>"
-        "<table><tr><th class=name>systematic</th><th>standard impact on &mu;</th>"
-        "<th>largest hidden impact on &mu;</th><th>ratio hidden / standard</th><th class=name>attack</th>"
-        "<th>fooling ratio</th><th>checks passed</th><th class=name>verdict</th></tr>"
+        f"<p class=small>Closure of the nominal toys: pull mean {c['pull_mean']:.3f}, pull width "
+        f"{c['pull_width']:.3f}, 68% coverage {c['coverage_68']:.3f}: "
+        + ('<span class="pass">passed</span>' if c["passed"] else '<span class="fail">FAILED: no verdict of this '
+                                                                    'model can be covered or larger</span>')
+        + f". Visibility test at &alpha; = {cal['alpha']:g}: false-alarm rate on independent pseudo-data "
+        f"{cal['false_alarm_rate']:.3f}&plusmn;{cal['false_alarm_unc']:.3f} over {cal['n_looks']} looks.</p>"
+        "<table><tr><th class=name>systematic</th><th>quoted impact on &mu;</th><th>power of the standard shift</th>"
+        "<th>largest hidden impact on &mu;</th><th class=name>attack</th><th>its power</th>"
+        "<th>null 95% quantile</th><th>details</th><th class=name>verdict</th></tr>"
         + "".join(rows)
         + "</table>"
     )
@@ -615,7 +692,7 @@ def _comparison_table(models: Mapping) -> str:
     for mname, m in models.items():
         syst = m["systematics"].values()
         hidden = [s["largest_hidden_impact_mu"] for s in syst if s["largest_hidden_impact_mu"] is not None]
-        n_larger = sum(s["verdict"] == HIDDEN_LARGER for s in syst)
+        n_larger = sum(s["verdict"] == LARGER for s in syst)
         rows.append(
             f"<tr><td class=name><a href=\"#model-{_e(_slug(mname))}\">{_e(m.get('label', mname))}</a></td>"
             f"<td class=name>{_e(_penalty_text(m['penalty']))}</td><td>{m['auc']:.3f}</td>"
@@ -626,7 +703,7 @@ def _comparison_table(models: Mapping) -> str:
         )
     return (
         "<table><tr><th class=name>model</th><th class=name>penalty &lambda;</th><th>AUC</th>"
-        "<th>expected significance</th><th>largest standard impact</th><th>largest hidden impact</th>"
+        "<th>expected significance</th><th>largest quoted impact</th><th>largest hidden impact</th>"
         "<th>systematics with hidden &gt; quoted</th></tr>" + "".join(rows) + "</table>"
     )
 
@@ -660,13 +737,17 @@ def render_html(summary: Mapping, figures_dir) -> str:
         f"<tr><th>created</th><td>{_e(summary['created'])}</td></tr>"
         f"<tr><th>tool version</th><td>{_e(summary['tool_version'])}</td></tr>"
         f"<tr><th>summary schema</th><td>{summary['schema_version']}</td></tr></table></header>",
-        "<p class=small>Per systematic: the <b>standard impact</b> is |bias on &mu;| of the quoted &plusmn;1&sigma; "
-        "variation (larger of up/down); the <b>largest hidden impact</b> is the largest |bias on &mu;| among "
-        "attacks inside the systematic's envelope that passed <i>every</i> check. Verdicts: "
-        f'<span class="verdict v-covered">{COVERED}</span> (hidden &le; standard), '
-        f'<span class="verdict v-hidden">{HIDDEN_LARGER}</span>, '
-        f'<span class="verdict v-none">{NO_HIDDEN}</span>. An attack in parentheses failed a check; it is the '
-        "strongest one tried. Click the checks count for statistics and thresholds. See docs/report.md.</p>",
+        "<p class=small>Per systematic: the <b>quoted impact</b> is the systematic's impact on &mu; (its "
+        "nuisance parameter fixed at the post-fit &plusmn;1&sigma;); the <b>largest hidden impact</b> is the largest "
+        "bias on &mu; among attacks inside the systematic's envelope that data at the analysis luminosity would "
+        "see with a probability (power) of at most the configured limit; both on expected data with the nominal "
+        "model, &plusmn; MC statistics from bootstrap replicas. Verdicts: "
+        f'<span class="verdict v-hidden">{LARGER}</span> (hidden exceeds quoted by more than n&sigma; and the '
+        "random-control null), "
+        f'<span class="verdict v-covered">{COVERED}</span> (hidden + n&sigma; below quoted), '
+        f'<span class="verdict v-none">{INCONCLUSIVE}</span> (the MC statistics cannot decide; the reason '
+        "says by how much more simulation would). Click details for the powers, the null and the published "
+        "statistics. See docs/report.md.</p>",
     ]
     if summary.get("notes"):
         body.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in summary["notes"]) + "</ul>")

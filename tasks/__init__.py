@@ -7,8 +7,8 @@ install_clean_error_reporting()
 
 from tasks.data import GenerateEvents, SelectEvents, MergeFeatures  # noqa: E402,F401
 from tasks.training import TrainModel, EvaluateModel  # noqa: E402,F401
-from tasks.attacks import AttackSystematic, ValidateAttack  # noqa: E402,F401
-from tasks.fits import BuildLikelihood, PseudoExperiments  # noqa: E402,F401
+from tasks.attacks import AttackSystematic, CalibrateChecks, RandomControl, ValidateAttack  # noqa: E402,F401
+from tasks.fits import BuildLikelihood, MeasureImpacts, PseudoExperiments  # noqa: E402,F401
 from tasks.audit import AttackAudit  # noqa: E402,F401
 
 
@@ -21,11 +21,15 @@ def _preload_for_workers() -> None:
     if "run" not in sys.argv[1:3]:
         return
     import analysis.attack_stage  # noqa: F401
+    import analysis.audit_stage  # noqa: F401
+    import analysis.calibration_stage  # noqa: F401
     import analysis.attacks.registry  # noqa: F401
     import analysis.classifier_stage  # noqa: F401
     import analysis.fit_stage  # noqa: F401
     import analysis.selection.run  # noqa: F401
+    import analysis.stats.impacts  # noqa: F401
     import analysis.stats.toys  # noqa: F401
+    import analysis.visibility  # noqa: F401
 
 
 _preload_for_workers()

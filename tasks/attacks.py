@@ -1,33 +1,62 @@
-"""Per-systematic adversarial attacks (AttackSystematic) and their hidden-ness checks (ValidateAttack).
+"""The visibility test's calibration (CalibrateChecks, per model), per-systematic adversarial
+attacks (AttackSystematic), their visibility in data (ValidateAttack) and the random-control
+ensemble (RandomControl, per model and systematic).
 
-One branch per (model, systematic, attack): the branches are independent GPU-sized jobs, so
-the workflow can be sent to a batch system (see docs/batch.md). Each branch's output path
-carries a hash of exactly the settings it depends on: changing one attack's settings reruns
-only that attack's branches and what depends on them.
+One attack branch per (model, systematic, attack): the branches are independent GPU-sized
+jobs, so the workflow can be sent to a batch system (see docs/batch.md). Each branch's output
+path carries a hash of exactly the settings it depends on: changing one attack's settings
+reruns only that attack's branches and what depends on them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from analysis.errors import AuditError
+from analysis.attack_stage import region_arrays, regions_from_arrays
 from tasks.base import AuditWorkflow, atomic_path, short_hash, write_json_atomic
-from tasks.training import TrainModel, load_sample
+from tasks.training import ModelWorkflow, TrainModel, load_sample
 
 
-def region_arrays(regions: dict) -> dict:
-    """Region membership of the attacked events after the attack, as npz arrays."""
-    names = list(regions)
-    return {"region_names": np.array(names), "in_region_after": np.stack([regions[r] for r in names])}
+def load_calibration(target):
+    from analysis.visibility import Calibration
+
+    return Calibration.load(target.path)
 
 
-def regions_from_arrays(f) -> dict:
-    if "in_region_after" not in f.files or "region_names" not in f.files:
-        name = getattr(getattr(f, "fid", None), "name", "an attack output")
-        raise AuditError(f"{name} has no region membership "
-                         "after the attack (written by an older version of the tool): rerun with a new --version "
-                         "or remove the AttackSystematic outputs (--remove-output)")
-    return {str(r): f["in_region_after"][i].astype(bool) for i, r in enumerate(f["region_names"])}
+class CalibrateChecks(ModelWorkflow):
+    """Per model: the data-visibility test calibrated on pseudo-data drawn from the nominal
+    simulation at the analysis luminosity (threshold of the global test, false-alarm rates),
+    and the power of every standard +-1 sigma shift."""
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["models"] = TrainModel.req(self, branch=-1)
+        return reqs
+
+    def requires(self):
+        return TrainModel.req(self, branch=self.branch)
+
+    def calibration_hash(self) -> str:
+        return short_hash([self.model_hash(), self.cfg.raw.get("checks"), self.cfg.seed])
+
+    def output(self):
+        h = self.calibration_hash()
+        return {"calibration": self.local_target(self.model_name, h, "calibration.npz"),
+                "summary": self.local_target(self.model_name, h, "calibration.json")}
+
+    def run(self):
+        from analysis.calibration_stage import calibrate_model
+        from analysis.ml.modelio import load_model
+
+        sample = load_sample(self)
+        model, _ = load_model(self.input()["model"].path, available_features=sample.features)
+        calibration, summary = calibrate_model(model, sample, self.cfg, self.model_name)
+        out = self.output()
+        with atomic_path(out["calibration"], suffix=".npz") as tmp:
+            calibration.save(tmp)
+        write_json_atomic(out["summary"], summary)
+        self.publish_message(f"{self.model_name}: global false-alarm rate {summary['false_alarm_rate']:.3f} "
+                             f"+- {summary['false_alarm_unc']:.3f}")
 
 
 class AttackBranches(AuditWorkflow):
@@ -49,8 +78,15 @@ class AttackBranches(AuditWorkflow):
         b = self.branch_data
         model_hash = TrainModel.req(self, branch=self.model_branch()).model_hash()
         audit = {k: v for k, v in self.cfg.audit.items() if k not in ("systematics", "attacks")}
-        return short_hash([model_hash, self.cfg.raw["attacks"][b["attack"]],
-                           self.cfg.raw["systematics"][b["systematic"]], audit, self.cfg.seed])
+        parts = [model_hash, self.cfg.raw["attacks"][b["attack"]], self.cfg.raw["systematics"][b["systematic"]],
+                 audit, self.cfg.seed]
+        if self.uses_monitor():
+            # a monitored attack's result depends on the visibility test it is monitored with
+            parts.append(CalibrateChecks.req(self, branch=self.model_branch()).calibration_hash())
+        return short_hash(parts)
+
+    def uses_monitor(self) -> bool:
+        return bool(self.cfg.attacks[self.branch_data["attack"]].get("keep_hidden", False))
 
     def branch_dir(self) -> tuple[str, str, str]:
         b = self.branch_data
@@ -66,7 +102,10 @@ class AttackSystematic(AttackBranches):
         return reqs
 
     def requires(self):
-        return TrainModel.req(self, branch=self.model_branch())
+        reqs = {"model": TrainModel.req(self, branch=self.model_branch())}
+        if self.uses_monitor():
+            reqs["calibration"] = CalibrateChecks.req(self, branch=self.model_branch())
+        return reqs
 
     def output(self):
         h = self.attack_hash()
@@ -84,12 +123,14 @@ class AttackSystematic(AttackBranches):
         b = self.branch_data
         sample = load_sample(self)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, _ = load_model(self.input()["model"].path, device=device, available_features=sample.features)
-        outcome = run_attack(model, sample, self.cfg, b["model"], b["systematic"], b["attack"])
+        inputs = self.input()
+        model, _ = load_model(inputs["model"]["model"].path, device=device, available_features=sample.features)
+        calibration = load_calibration(inputs["calibration"]["calibration"]) if "calibration" in inputs else None
+        outcome = run_attack(model, sample, self.cfg, b["model"], b["systematic"], b["attack"], calibration)
         outputs = self.output()
         with atomic_path(outputs["events"], suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, rows=outcome.rows, x_adv=outcome.x_adv,
+                np.savez_compressed(f, rows=outcome.rows, x_adv=outcome.x_adv, eval_weights=outcome.eval_weights,
                                     event=sample.event_id["event"][outcome.rows],
                                     **region_arrays(outcome.regions))
         write_json_atomic(outputs["result"], {**b, "device": device, "info": outcome.info,
@@ -99,16 +140,19 @@ class AttackSystematic(AttackBranches):
 
 
 class ValidateAttack(AttackBranches):
-    """Would the standard validation have noticed the attack? Checks per region."""
+    """Would data at the analysis luminosity show the attack? The calibrated visibility test
+    (hidden, power) and the published statistics per region."""
 
     def workflow_requires(self):
         reqs = super().workflow_requires()
         reqs["attacks"] = AttackSystematic.req(self, branch=-1)
+        reqs["calibrations"] = CalibrateChecks.req(self, branch=-1)
         return reqs
 
     def requires(self):
         return {"attack": AttackSystematic.req(self, branch=self.branch),
-                "model": TrainModel.req(self, branch=self.model_branch())}
+                "model": TrainModel.req(self, branch=self.model_branch()),
+                "calibration": CalibrateChecks.req(self, branch=self.model_branch())}
 
     def output(self):
         h = short_hash([self.attack_hash(), self.cfg.raw.get("checks")])
@@ -123,17 +167,66 @@ class ValidateAttack(AttackBranches):
 
         b = self.branch_data
         sample = load_sample(self)
-        model, _ = load_model(self.input()["model"]["model"].path, available_features=sample.features)
-        with np.load(self.input()["attack"]["events"].path) as f:
+        inputs = self.input()
+        model, _ = load_model(inputs["model"]["model"].path, available_features=sample.features)
+        calibration = load_calibration(inputs["calibration"]["calibration"])
+        with np.load(inputs["attack"]["events"].path) as f:
             rows, x_adv, regions = f["rows"], f["x_adv"], regions_from_arrays(f)
-        result = validate_attack(model, sample, rows, x_adv, self.cfg, b["systematic"], regions)
+            eval_w = f["eval_weights"] if "eval_weights" in f.files else None
+        result = validate_attack(model, sample, rows, x_adv, self.cfg, b["systematic"], calibration, regions, eval_w)
         outputs = self.output()
         with atomic_path(outputs["outputs"], suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, rows=rows, nominal=result["outputs_nominal"],
-                                    attacked=result["outputs_attacked"], **region_arrays(regions))
-        n_passed = sum(c["passed"] for c in result["checks"])
-        write_json_atomic(outputs["checks"], {**b, "hidden": result["hidden"], "checks": result["checks"],
-                                              "n_checks": len(result["checks"]), "n_passed": n_passed})
+                                    attacked=result["outputs_attacked"],
+                                    eval_weights=sample.weight[rows] if eval_w is None else eval_w,
+                                    **region_arrays(regions))
+        write_json_atomic(outputs["checks"], {**b, "hidden": result["hidden"], "power": result["power"],
+                                              "power_unc": result["power_unc"], "visibility": result["visibility"],
+                                              "published": result["published"]})
         self.publish_message(f"{b['model']}/{b['systematic']}/{b['attack']}: "
-                             f"{'hidden' if result['hidden'] else 'visible'} ({n_passed}/{len(result['checks'])} checks pass)")
+                             f"{'hidden' if result['hidden'] else 'visible'} (power {result['power']:.2f})")
+
+
+class RandomControl(AuditWorkflow):
+    """Per (model, systematic): the random control attack over ``audit.null_seeds`` seeds
+    (default 20): how often pure noise inside the envelope is called hidden, and the null
+    distribution of attack impacts on mu."""
+
+    def create_branch_map(self):
+        from analysis.attack_stage import attacked_systematics
+
+        return dict(enumerate(dict(model=m, systematic=s) for m in self.cfg.models for s in attacked_systematics(self.cfg)))
+
+    def model_branch(self) -> int:
+        return list(self.cfg.models).index(self.branch_data["model"])
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["calibrations"] = CalibrateChecks.req(self, branch=-1)
+        return reqs
+
+    def requires(self):
+        return {"model": TrainModel.req(self, branch=self.model_branch()),
+                "calibration": CalibrateChecks.req(self, branch=self.model_branch())}
+
+    def output(self):
+        b = self.branch_data
+        calibration = CalibrateChecks.req(self, branch=self.model_branch()).calibration_hash()
+        h = short_hash([calibration, self.cfg.raw["systematics"][b["systematic"]], self.cfg.raw.get("audit"),
+                        self.cfg.raw.get("fit"), self.cfg.raw.get("attacks", {}).get("random")])
+        return self.local_target(b["model"], b["systematic"], h, "random_control.json")
+
+    def run(self):
+        from analysis.null_stage import random_control
+        from analysis.ml.modelio import load_model
+
+        b = self.branch_data
+        sample = load_sample(self)
+        inputs = self.input()
+        model, _ = load_model(inputs["model"]["model"].path, available_features=sample.features)
+        calibration = load_calibration(inputs["calibration"]["calibration"])
+        result = random_control(model, sample, self.cfg, b["model"], b["systematic"], calibration)
+        write_json_atomic(self.output(), {**b, **result})
+        self.publish_message(f"{b['model']}/{b['systematic']}: random control hidden in "
+                             f"{result['hidden_rate']:.2f} of {result['n_seeds']} seeds")

@@ -1,5 +1,6 @@
-"""From NN outputs to physics numbers: BuildLikelihood (per model) and PseudoExperiments
-(per model, scenario and toy chunk; chunks merge exactly)."""
+"""From NN outputs to physics numbers: BuildLikelihood (per model), MeasureImpacts (per
+model: every impact on mu with its MC-statistics uncertainty) and PseudoExperiments (per
+model, scenario and toy chunk; chunks merge exactly: closure and the toy cross-check)."""
 
 from __future__ import annotations
 
@@ -140,10 +141,11 @@ class PseudoExperiments(AuditWorkflow):
         if b["scenario"].startswith("attack/"):
             with np.load(inp["likelihood"]["rows"].path) as f:
                 rows_info = {k: f[k] for k in f.files}
-            from tasks.attacks import regions_from_arrays
+            from analysis.attack_stage import regions_from_arrays
 
             with np.load(inp["attack"]["outputs"].path) as f:
-                truth = attacked_truth(lk, rows_info, f["rows"], f["attacked"], regions_from_arrays(f))
+                weights = f["eval_weights"] if "eval_weights" in f.files else None
+                truth = attacked_truth(lk, rows_info, f["rows"], f["attacked"], regions_from_arrays(f), weights)
         elif b["scenario"] in lk["truths"]:
             truth = lk["truths"][b["scenario"]]
         else:
@@ -159,3 +161,56 @@ class PseudoExperiments(AuditWorkflow):
                                         first_toy=b["first_toy"], max_iter=max_iter)
         with atomic_path(self.output(), suffix=".npz") as tmp:
             result.save(tmp)
+
+
+class MeasureImpacts(ModelWorkflow):
+    """Per model: the quoted impact of every systematic and the impact of every attack on mu,
+    both on expected (Asimov) data with the nominal model, each with its MC-statistics
+    uncertainty from a Poisson bootstrap of the event weights (analysis.stats.impacts)."""
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["models"] = TrainModel.req(self, branch=-1)
+        reqs["attacks"] = ValidateAttack.req(self, branch=-1)
+        return reqs
+
+    def _attack_branches(self) -> dict:
+        bm = AttackBranches.get_branch_map(ValidateAttack.req(self, branch=-1))
+        return {i: b for i, b in bm.items() if b["model"] == self.model_name}
+
+    def requires(self):
+        reqs = {"model": TrainModel.req(self, branch=self.branch)}
+        reqs.update({f"attack{i}": ValidateAttack.req(self, branch=i) for i in self._attack_branches()})
+        return reqs
+
+    def output(self):
+        attacks = [ValidateAttack.req(self, branch=i).attack_hash() for i in sorted(self._attack_branches())]
+        h = short_hash([self.model_hash(), self.cfg.raw.get("fit"), self.cfg.raw.get("systematics"), attacks,
+                        self.cfg.seed])
+        return self.local_target(self.model_name, h, "impacts.json")
+
+    def run(self):
+        from analysis.ml.evaluation import outputs_per_variant
+        from analysis.ml.modelio import load_model
+        from analysis.stats.impacts import AttackedEvents, impacts_with_uncertainty
+        from analysis.attack_stage import regions_from_arrays
+
+        sample = load_sample(self)
+        inputs = self.input()
+        model, _ = load_model(inputs["model"]["model"].path, available_features=sample.features)
+        outputs = outputs_per_variant(model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
+        events = {}
+        for i, b in self._attack_branches().items():
+            with np.load(inputs[f"attack{i}"]["outputs"].path) as f:
+                events[f"{b['systematic']}/{b['attack']}"] = AttackedEvents(
+                    rows=f["rows"], attacked_outputs=f["attacked"], regions_after=regions_from_arrays(f),
+                    eval_weights=f["eval_weights"] if "eval_weights" in f.files else None)
+        n_replicas = int(self.cfg.fit.get("n_replicas", 50))
+        table = impacts_with_uncertainty(outputs, sample, self.cfg, events, n_replicas=n_replicas,
+                                         seed=derive_seed(self.cfg.seed, "bootstrap", self.model_name))
+        result = table.to_dict()
+        # the uncertainty of each attack's impact minus its systematic's quoted impact, from the
+        # same replicas (both sides share the replica weights: their noise partly cancels)
+        diff = {k: table.difference_unc(k, k.split("/")[0]) for k in events if k.split("/")[0] in table.standard}
+        result["difference_unc"] = {k: (v if np.isfinite(v) else None) for k, v in diff.items()}
+        write_json_atomic(self.output(), _json_ready(result))

@@ -139,7 +139,7 @@ def test_wasserstein_distance_of_output_shifts():
 
 
 def test_attack_outputs_without_region_membership_are_refused(tmp_path):
-    from tasks.attacks import region_arrays, regions_from_arrays
+    from analysis.attack_stage import region_arrays, regions_from_arrays
 
     old = tmp_path / "attacked.npz"
     np.savez(old, rows=np.arange(3), x_adv=np.zeros((3, 2)))  # as written before re-selection existed

@@ -34,24 +34,43 @@ def _standard():
     return {"up": dict(d), "down": dict(d, bias=-0.04)}
 
 
-def _attack(hidden, impact, fooling=0.2):
-    return {"hidden": hidden, "impact_mu": impact, "fooling_ratio": fooling,
-            "checks": _checks((True, True) if hidden else (True, False)),
+def _attack(hidden, impact, fooling=0.2, unc=0.01):
+    return {"hidden": hidden, "power": 0.1 if hidden else 0.9, "power_unc": 0.01, "impact_mu": impact,
+            "impact_mu_unc": unc, "fooling_ratio": fooling, "published": _checks((True, not hidden)),
             "metrics": {"rel_significance_loss": 0.25}}
 
 
+NULL = {"attack": "random", "n_seeds": 20, "hidden_rate": 0.95, "hidden_rate_unc": 0.05, "impacts_mu": [0.01] * 20,
+        "n_attacks_compared": 3, "quantile": 0.95, "quantile_95": 0.03}
+POWER = {"up": 0.4, "down": 0.3, "up_unc": 0.02, "down_unc": 0.02}
+
+
+def _entry(quoted, attacks, quoted_unc=0.01, closure=True, null=NULL, **kw):
+    return report.systematic_entry(standard_impact_mu=quoted, standard_impact_mu_unc=quoted_unc, standard_power=POWER,
+                                   standard=_standard(), attacks=attacks, null=null,
+                                   candidates=[a for a in attacks if a != "random"], closure_passed=closure, **kw)
+
+
+def _model(systematics, **kw):
+    m = {"auc": 0.88, "expected_significance": 6.7, "penalty": {},
+         "closure": {"pull_mean": 0.02, "pull_width": 1.01, "coverage_68": 0.68, "passed": True},
+         "calibration": {"alpha": 0.05, "false_alarm_rate": 0.05, "false_alarm_unc": 0.007, "n_looks": 100,
+                         "power_max": 0.5},
+         "systematics": systematics}
+    m.update(kw)
+    return m
+
+
 def make_valid_summary(figures=()):
-    tes = report.systematic_entry(0.07, _standard(), {"pgd": _attack(True, 0.2), "fgsm": _attack(True, np.float64(0.1)),
-                                                      "random": _attack(False, 0.5)})
-    jes = report.systematic_entry(0.05, _standard(), {"pgd": _attack(False, 0.3)})
-    met = report.systematic_entry(0.04, _standard(), {"pgd": _attack(True, 0.01, 0.05)})
+    tes = _entry(0.07, {"pgd": _attack(True, 0.2), "fgsm": _attack(True, np.float64(0.1)),
+                        "random": _attack(True, 0.5), "nuisance_pgd": _attack(False, 0.6)})
+    jes = _entry(0.05, {"pgd": _attack(False, 0.3)})
+    met = _entry(0.04, {"pgd": _attack(True, 0.01, 0.05)})
     models = {
-        "nominal": {"auc": 0.88, "expected_significance": 6.7, "penalty": {},
-                    "systematics": {"tes": tes, "jes": jes, "met_soft_term_long_name": met}},
-        "penalty20": {"auc": np.float32(0.82), "expected_significance": 5.2, "penalty": {"tes": 20.0},
-                      "label": "lambda = 20",
-                      "systematics": {"tes": report.systematic_entry(0.02, _standard(), {"pgd": _attack(True, 0.015)}),
-                                      "jes": report.systematic_entry(0.05, _standard(), {})}},
+        "nominal": _model({"tes": tes, "jes": jes, "met_soft_term_long_name": met}),
+        "penalty20": _model({"tes": _entry(0.02, {"pgd": _attack(True, 0.015, unc=0.05)}),
+                             "jes": _entry(0.05, {"pgd": _attack(True, 0.06)})},
+                            auc=np.float32(0.82), expected_significance=5.2, penalty={"tes": 20.0}, label="lambda = 20"),
     }
     return report.make_summary(tool_version="0.1.0", config="ci", version="v1", models=models,
                                figures=list(figures), created="2026-01-31T12:00:00+00:00")
@@ -65,30 +84,39 @@ def summary():
 # --------------------------------------------------------------------------- verdict
 
 
-def test_verdict_rule():
-    assert report.verdict(0.07, [0.2, 0.01]) == report.HIDDEN_LARGER == "hidden systematic larger than quoted"
-    assert report.verdict(0.07, [0.05, None]) == report.COVERED == "covered"
-    assert report.verdict(0.07, [0.07]) == "covered"  # equal is covered: strictly larger is needed
-    assert report.verdict(0.07, []) == report.NO_HIDDEN == "no hidden attack found"
-    assert report.verdict(0.07, [None]) == "no hidden attack found"
-    assert report.verdict(0.0, [1e-6]) == "hidden systematic larger than quoted"
-    with pytest.raises(AuditError, match="standard_impact must be a finite"):
-        report.verdict(float("nan"), [0.1])
-    with pytest.raises(AuditError, match=r"hidden_impacts\[1\] must be >= 0"):
-        report.verdict(0.1, [0.1, -0.2])
+def test_systematic_entry_applies_the_three_outcome_rule():
+    # 3x the quoted impact, well resolved, above the null: larger than quoted
+    e = _entry(0.07, {"pgd": _attack(True, 0.21)})
+    assert e["verdict"] == report.LARGER == "larger than quoted" and e["responsible_attack"] == "pgd"
+    # the same impact below the null's quantile (look-elsewhere): not larger
+    assert _entry(0.07, {"pgd": _attack(True, 0.21)}, null=dict(NULL, quantile_95=0.3))["verdict"] == report.INCONCLUSIVE
+    # well below the quoted impact: covered
+    assert _entry(0.2, {"pgd": _attack(True, 0.05)})["verdict"] == report.COVERED
+    # equal within large MC noise: inconclusive, saying how much more MC would decide
+    e = _entry(0.1, {"pgd": _attack(True, 0.12, unc=0.08)}, quoted_unc=0.08)
+    assert e["verdict"] == report.INCONCLUSIVE and e["mc_scale_to_decide"] > 1 and "MC events" in e["verdict_reason"]
+    # nominal toys that do not close: no decision either way
+    e = _entry(0.07, {"pgd": _attack(True, 0.21)}, closure=False)
+    assert e["verdict"] == report.INCONCLUSIVE and "do not close" in e["verdict_reason"]
+    with pytest.raises(AuditError, match="standard_impact_mu must be a finite"):
+        _entry(float("nan"), {"pgd": _attack(True, 0.1)})
+    with pytest.raises(AuditError, match="needs 'impact_mu_unc'"):
+        _entry(0.1, {"pgd": {k: v for k, v in _attack(True, 0.1).items() if k != "impact_mu_unc"}})
 
 
 def test_systematic_entry_derives_largest_hidden_and_ratio(summary):
     tes = summary["models"]["nominal"]["systematics"]["tes"]
-    # 'random' has the largest impact but failed a check: it must not count.
-    assert tes["largest_hidden_impact_mu"] == 0.2
+    # 'nuisance_pgd' has the largest impact but data would see it; 'random' is the control, no candidate
+    assert tes["largest_hidden_impact_mu"] == 0.2 and tes["largest_hidden_impact_mu_unc"] == 0.01
     assert tes["responsible_attack"] == "pgd"
     assert tes["ratio_hidden_to_standard"] == pytest.approx(0.2 / 0.07)
-    assert tes["verdict"] == report.HIDDEN_LARGER
+    assert tes["verdict"] == report.LARGER
     jes = summary["models"]["nominal"]["systematics"]["jes"]
     assert jes["largest_hidden_impact_mu"] is None and jes["responsible_attack"] is None
-    assert jes["ratio_hidden_to_standard"] is None and jes["verdict"] == report.NO_HIDDEN
+    assert jes["ratio_hidden_to_standard"] is None and jes["verdict"] == report.COVERED
+    assert "nothing hidden" in jes["verdict_reason"]
     assert summary["models"]["nominal"]["systematics"]["met_soft_term_long_name"]["verdict"] == report.COVERED
+    assert summary["models"]["penalty20"]["systematics"]["tes"]["verdict"] == report.INCONCLUSIVE
     # numpy scalars became plain floats, so json works
     assert type(summary["models"]["penalty20"]["auc"]) is float
     json.dumps(summary, allow_nan=False)
@@ -132,7 +160,7 @@ def _at(s, *keys):
     "edit, message",
     [
         (lambda s: s.pop("models"), "summary is missing the required key 'models'"),
-        (lambda s: s.update(schema_version=2), "schema_version must be 1"),
+        (lambda s: s.update(schema_version=1), "schema_version must be 2"),
         (lambda s: s.update(created="yesterday"), "summary.created must be an ISO 8601"),
         (lambda s: s.update(config=3), "summary.config must be a string"),
         (lambda s: s["models"]["nominal"].pop("auc"), "summary.models.nominal is missing the required key 'auc'"),
@@ -140,30 +168,35 @@ def _at(s, *keys):
         (lambda s: s["models"]["nominal"].update(auc=1.5), "summary.models.nominal.auc must be <= 1"),
         (lambda s: s["models"]["nominal"].update(expected_significance=float("inf")),
          "expected_significance must be a finite number"),
+        (lambda s: s["models"]["nominal"].pop("closure"), "nominal is missing the required key 'closure'"),
+        (lambda s: s["models"]["nominal"]["closure"].pop("coverage_68"), "closure is missing the required key"),
         (lambda s: s["models"]["nominal"].update(systematics={}), "summary.models.nominal.systematics is empty"),
         (lambda s: _at(s, *TES).update(standard_impact_mu=float("nan")),
          "summary.models.nominal.systematics.tes.standard_impact_mu must be a finite number"),
+        (lambda s: _at(s, *TES).pop("standard_impact_mu_unc"), "missing the required key 'standard_impact_mu_unc'"),
+        (lambda s: _at(s, *TES, "standard_power").update(up=1.5), "standard_power.up must be <= 1"),
         (lambda s: _at(s, *TES, "standard").pop("down"),
          "summary.models.nominal.systematics.tes.standard is missing the required key 'down'"),
         (lambda s: _at(s, *TES, "standard", "up").update(coverage=1.2), "standard.up.coverage must be <= 1"),
         (lambda s: _at(s, *TES, "attacks", "pgd").update(hidden="yes"), "attacks.pgd.hidden must be true or false"),
+        (lambda s: _at(s, *TES, "attacks", "pgd").update(power=0.9),
+         "attacks.pgd.hidden is True but its power 0.9 is above the limit 0.5"),
         (lambda s: _at(s, *TES, "attacks", "pgd").update(fooling_ratio=float("nan")),
          "attacks.pgd.fooling_ratio must be a finite number"),
-        (lambda s: _at(s, *TES, "attacks", "pgd", "checks")[0].pop("threshold"),
-         r"attacks.pgd.checks\[0\] is missing the required key 'threshold'"),
-        (lambda s: _at(s, *TES, "attacks", "pgd", "checks")[1].update(feature=3),
-         r"checks\[1\].feature must be a string or null"),
-        (lambda s: _at(s, *TES, "attacks", "pgd", "checks")[0].update(statistic=float("nan")),
-         r"checks\[0\].statistic must be a finite number"),
-        (lambda s: _at(s, *TES, "attacks", "pgd", "checks")[0].update(passed=False),
-         r"attacks.pgd.hidden is true but check\(s\) \['ks'\] failed"),
-        (lambda s: _at(s, *TES, "attacks", "pgd").update(metrics={"x": float("inf")}), "metrics.x must be a finite"),
+        (lambda s: _at(s, *TES, "attacks", "pgd", "published")[0].pop("threshold"),
+         r"attacks.pgd.published\[0\] is missing the required key 'threshold'"),
+        (lambda s: _at(s, *TES, "attacks", "pgd", "published")[1].update(feature=3),
+         r"published\[1\].feature must be a string or null"),
+        (lambda s: _at(s, *TES, "attacks", "pgd", "metrics").update(x=float("inf")), "metrics.x must be a finite"),
         (lambda s: _at(s, *TES).update(largest_hidden_impact_mu=0.3),
-         "largest_hidden_impact_mu is 0.3 but the largest impact_mu among hidden attacks is 0.2"),
+         "largest_hidden_impact_mu is 0.3 but the largest impact_mu among hidden candidate attacks is 0.2"),
+        (lambda s: _at(s, *TES).update(largest_hidden_impact_mu_unc=0.5), "largest_hidden_impact_mu_unc is 0.5"),
         (lambda s: _at(s, *TES).update(responsible_attack="fgsm"), "responsible_attack 'fgsm' is not a hidden attack"),
+        (lambda s: _at(s, *TES).update(responsible_attack="random"), "'random' is not one of the candidates"),
         (lambda s: _at(s, *TES).update(ratio_hidden_to_standard=1.0), "ratio_hidden_to_standard is 1.0"),
         (lambda s: _at(s, *TES).update(verdict="covered"), "tes.verdict is 'covered' but the impacts give"),
         (lambda s: _at(s, *TES).update(verdict="fine"), "tes.verdict must be one of"),
+        (lambda s: _at(s, *TES, "null").update(n_seeds=0), "null.n_seeds must be a positive integer"),
         (lambda s: s["figures"].append({"name": "a", "png": "/abs/a.png", "pdf": "a.pdf", "caption": ""}),
          r"figures\[0\].png must be a relative path"),
         (lambda s: s["figures"].append({"name": "a", "png": "../a.png", "pdf": "a.pdf", "caption": ""}),
@@ -206,10 +239,11 @@ def test_console_table_lists_every_systematic(summary):
         assert any(line.startswith(f"Model {mname}:") for line in lines)
         for sname in m["systematics"]:
             assert any(line.startswith(sname + " ") for line in lines), sname
-    tes_line = next(line for line in lines if line.startswith("tes ") and "pgd" in line and "0.2 " in line)
-    assert "2.86" in tes_line and "hidden systematic larger than quoted" in tes_line and "2/2" in tes_line
-    # the strongest failed attack is shown in parentheses when nothing is hidden
-    assert any(line.startswith("jes") and "(pgd)" in line and "no hidden attack found" in line for line in lines)
+    assert any("closure of nominal toys" in line and "false-alarm rate 0.050+-0.007" in line for line in lines)
+    tes_line = next(line for line in lines if line.startswith("tes ") and "pgd" in line)
+    assert "0.070+-0.010" in tes_line and "0.200+-0.010" in tes_line and "larger than quoted" in tes_line
+    # the strongest visible candidate is shown in parentheses when nothing is hidden
+    assert any(line.startswith("jes") and "(pgd)" in line and "covered" in line for line in lines)
     # fixed width: within the first model, every row's verdict starts under the header's "verdict"
     header = next(line for line in lines if line.startswith("systematic"))
     rows = [line for line in lines if line.startswith(("tes ", "jes ", "met_"))][:3]
@@ -296,8 +330,10 @@ def test_html_is_self_contained_and_complete(tmp_path):
     verdict_classes = [a["class"] for tag, a in parser.attrs if tag == "td" and "verdict" in a.get("class", "")]
     assert "verdict v-hidden" in verdict_classes and "verdict v-none" in verdict_classes
     assert "verdict v-covered" in verdict_classes
-    # check statistics and thresholds are listed in the expanders
-    assert "tau_pt" in body and "0.04" in body and "FAILED" in body
+    # the verdict's reason, powers, the null and the failing published statistics are in the expanders
+    assert "exceeds the quoted one" in body and "Random control over 20 seeds" in body
+    assert "tau_pt" in body or "correlation" in body
+    assert "0.006" in body and "reported, not deciding" in body
     assert "Model comparison" in body and "lambda = 20" in body
 
 
@@ -341,23 +377,19 @@ def test_standard_output_shift_counts_migration():
     assert same == {"wasserstein": 0.0, "mean_shift": 0.0, "histogram_l1_relative": 0.0}
 
 
-def test_output_shift_comparison_and_control_floor(tmp_path):
+def test_output_shift_comparison_counts_hidden_candidates_only(tmp_path):
     attacks = {"adv": _attack(True, 0.2), "pgd": _attack(False, 0.5), "random": _attack(True, 0.05)}
     attacks["adv"]["metrics"] = {"output_shift_wasserstein": 0.015}
-    attacks["pgd"]["metrics"] = {"output_shift_wasserstein": 0.03}  # not hidden: does not count
-    attacks["random"]["metrics"] = {"output_shift_wasserstein": 0.002}
+    attacks["pgd"]["metrics"] = {"output_shift_wasserstein": 0.03}  # visible: does not count
+    attacks["random"]["metrics"] = {"output_shift_wasserstein": 0.04}  # the control: no candidate
     shift = {"up": {"wasserstein": 0.0136}, "down": {"wasserstein": 0.0126}}
-    e = report.systematic_entry(0.1, _standard(), attacks, standard_output_shift=shift, control_impact_mu=0.05)
+    e = _entry(0.1, attacks, standard_output_shift=shift)
     assert e["output_shift_comparison"] == {"standard_wasserstein": 0.0136, "largest_hidden_wasserstein": 0.015,
                                             "attack": "adv", "hidden_exceeds_standard": True}
-    assert e["largest_hidden_exceeds_control"] is True
-    below = report.systematic_entry(0.1, _standard(), {"adv": attacks["adv"]}, control_impact_mu=0.3,
-                                    standard_output_shift={"up": {"wasserstein": 0.02}, "down": {"wasserstein": 0.0}})
-    assert below["largest_hidden_exceeds_control"] is False
+    below = _entry(0.1, {"adv": attacks["adv"]},
+                   standard_output_shift={"up": {"wasserstein": 0.02}, "down": {"wasserstein": 0.0}})
     assert below["output_shift_comparison"]["hidden_exceeds_standard"] is False
-    summary = report.make_summary(tool_version="0", config="c", version="v",
-                                  models={"m": {"auc": 0.8, "expected_significance": 2.0, "penalty": {},
-                                                "systematics": {"tes": e}}})
+    summary = report.make_summary(tool_version="0", config="c", version="v", models={"m": _model({"tes": e})})
     html = report.render_html(summary, tmp_path)
     assert "a hidden attack moves the output more than the standard shift" in html
-    assert "noise floor" in html
+    assert "(control)" in html

@@ -1,0 +1,130 @@
+"""The attack stage on a small synthetic analysis: every selected event is attacked (control
+regions included), universal attacks are fitted on one half and judged on the other, and the
+calibrated visibility test sees control-region changes."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.attack_stage import (attack_rows, evaluation_weights, fitting_half, event_keys, run_attack,
+                                   validate_attack, visibility)
+from analysis.calibration_stage import calibrate_model
+from analysis.config import load_config
+from analysis.errors import AuditError
+from analysis.ml.models import MLP
+from analysis.samples import EventSample
+from analysis.tables import NOMINAL
+
+FEATURES = ["mu_pt", "tau_pt", "mt_mu", "m_vis", "met_pt"]
+
+
+def synthetic(n=4000, seed=3):
+    """Events with tau_es variants (tau_pt, m_vis, met_pt scaled by +-3%), a signal region
+    (mT < 50, opposite sign), a same-sign control region and a high-mT control region."""
+    rng = np.random.default_rng(seed)
+    mu = 26 + rng.exponential(15, n)
+    tau = 22 + rng.exponential(20, n)
+    mt = rng.uniform(0, 120, n)
+    mvis = 40 + rng.exponential(30, n)
+    met = rng.exponential(25, n)
+    nominal = np.stack([mu, tau, mt, mvis, met], axis=1).astype(np.float32)
+    X = {NOMINAL: nominal}
+    for v, f in (("tau_es_up", 1.03), ("tau_es_down", 0.97)):
+        x = nominal.copy()
+        x[:, [1, 3]] *= f
+        x[:, 4] = np.abs(x[:, 4] - (f - 1) * x[:, 1])
+        X[v] = x
+    same_sign = rng.random(n) < 0.3
+    cfg = load_config("ci")
+    cfg = dataclasses.replace(cfg, features=[dataclasses.replace(cfg.features[0], name=f) for f in FEATURES],
+                              checks={**cfg.checks, "n_toys": 300}, seed=5)
+    region = {}
+    for v, x in X.items():
+        sel = (x[:, 0] > 25) & (x[:, 1] > 25)
+        region[("signal", v)] = sel & ~same_sign & (x[:, 2] < 50)
+        region[("control_same_sign", v)] = sel & same_sign & (x[:, 2] < 50)
+        region[("control_high_mt", v)] = sel & ~same_sign & (x[:, 2] > 70)
+    ids = np.zeros(n, dtype=[("run", "<u4"), ("luminosityBlock", "<u4"), ("event", "<u8")])
+    ids["run"], ids["luminosityBlock"], ids["event"] = 1, 1, np.arange(n)
+    y = (rng.random(n) < 0.3).astype(np.int8)
+    s = EventSample(features=FEATURES, variants=list(X), regions=["signal", "control_same_sign", "control_high_mt"],
+                    X=X, y=y, weight=rng.uniform(0.5, 1.5, n), weight_variations={}, region=region, event_id=ids,
+                    dataset=y.astype(np.int16), datasets=["bkg", "sig"], processes=["bkg", "sig"])
+    torch.manual_seed(0)
+    model = MLP(len(FEATURES), [16], mean=torch.tensor(nominal.mean(0)), std=torch.tensor(nominal.std(0)))
+    model.eval()
+    return cfg, s, model
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(1)
+    cfg, s, model = synthetic()
+    calibration, summary = calibrate_model(model, s, cfg, "m")
+    return cfg, s, model, calibration, summary
+
+
+def test_every_selected_event_is_attacked_and_no_subset_setting(setup):
+    cfg, s, model, calibration, _ = setup
+    rows = attack_rows(s, cfg, "tau_es")
+    selected = np.zeros(len(s), bool)
+    for r in s.regions:
+        for v in (NOMINAL, "tau_es_up", "tau_es_down"):
+            selected |= s.region[(r, v)]
+    assert rows.tolist() == np.flatnonzero(selected).tolist()
+    out = run_attack(model, s, cfg, "m", "tau_es", "pgd")
+    moved = (out.x_adv != s.X[NOMINAL][out.rows]).any(axis=1)
+    for r in ("control_same_sign", "control_high_mt"):
+        in_cr = s.region[(r, NOMINAL)][out.rows]
+        # event-wise attacks move control-region events by their own per-event rule
+        assert moved[in_cr].mean() > 0.9, r
+    assert np.array_equal(out.eval_weights, s.weight[out.rows])
+    with pytest.raises(AuditError, match="audit.max_events is no longer a setting"):
+        attack_rows(s, dataclasses.replace(cfg, audit={**cfg.audit, "max_events": 100}), "tau_es")
+
+
+def test_control_region_looks_see_an_attack_that_moves_control_region_events(setup):
+    cfg, s, model, calibration, _ = setup
+    out = run_attack(model, s, cfg, "m", "tau_es", "pgd")
+    res = validate_attack(model, s, out.rows, out.x_adv, cfg, "tau_es", calibration, out.regions, out.eval_weights)
+    cr = [lk for lk in res["visibility"]["looks"] if lk["region"] != cfg.signal_region]
+    assert cr and max(lk["lambda_raw"] for lk in cr) > 0
+    assert sum(lk["lambda"] > 1 for lk in cr) > 0
+    # the published statistics are reported per region, control regions included
+    assert {c["region"] for c in res["published"]} == set(s.regions)
+    # a zero attack is invisible: zero shift in every look, power at the false-alarm level
+    zero = visibility(model, s, out.rows, s.X[NOMINAL][out.rows], cfg, "tau_es", calibration)
+    assert all(lk["lambda_raw"] == 0 for lk in zero["visibility"]["looks"])
+    assert zero["power"] <= 0.1 and zero["hidden"]
+
+
+def test_random_control_is_hidden_and_standard_powers_are_reported(setup):
+    cfg, s, model, calibration, summary = setup
+    hidden = []
+    for k in range(5):
+        out = run_attack(model, s, cfg, "m", "tau_es", "random", seed=100 + k)
+        hidden.append(visibility(model, s, out.rows, out.x_adv, cfg, "tau_es", calibration, out.eval_weights,
+                                 out.regions)["hidden"])
+    assert all(hidden)
+    power = summary["standard_power"]["tau_es"]
+    assert 0 <= power["down"] <= 1 and 0 <= power["up"] <= 1 and power["up_unc"] >= 0
+
+
+def test_universal_attacks_are_fitted_on_one_half_and_judged_on_the_other(setup):
+    cfg, s, model, calibration, _ = setup
+    cfg = dataclasses.replace(cfg, attacks={**cfg.attacks, "adv": {"type": "adversarial_network", "epochs": 1,
+                                                                   "hidden": [8]}})
+    out = run_attack(model, s, cfg, "m", "tau_es", "adv")
+    keys = event_keys(s, out.rows)
+    half = fitting_half(keys)
+    assert 0.4 < half.mean() < 0.6
+    # the half an event is in depends on its key only, not on which other events are attacked
+    assert np.array_equal(fitting_half(keys[::3]), half[::3])
+    assert np.array_equal(out.eval_weights, np.where(half, 0.0, 2.0 * s.weight[out.rows]))
+    assert np.array_equal(evaluation_weights(s.weight[out.rows], None), s.weight[out.rows])
+    # the learned mapping moves every event, both halves and every region
+    moved = (out.x_adv != s.X[NOMINAL][out.rows]).any(axis=1)
+    assert moved[half].mean() > 0.9 and moved[~half].mean() > 0.9
+    assert out.metrics["n_events_judged"] == int((~half).sum())
