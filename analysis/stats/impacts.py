@@ -227,12 +227,17 @@ def replicas_setting(cfg, n_replicas=None) -> int:
 
 
 def impacts_with_uncertainty(outputs: dict, sample, cfg, attacks: dict, n_replicas: int | None = None,
-                             seed: int = 0, *, parameters=None, max_iter: int | None = None) -> ImpactTable:
+                             seed: int = 0, *, parameters=None, max_iter: int | None = None,
+                             freeze_pruning: bool = False) -> ImpactTable:
     """Standard and attack impacts with MC-statistics uncertainties (see the module docstring).
 
     outputs: {variant: (N,) NN outputs}; sample: the EventSample; attacks: {name:
     AttackedEvents}; parameters: systematics whose standard impact is measured (default:
-    every shape and normalisation systematic of the configuration, and lumi)."""
+    every shape and normalisation systematic of the configuration, and lumi).
+    freeze_pruning: replicas keep the central pruning decisions (the uncertainty given the
+    decisions) instead of re-deciding them (default: the whole procedure is replicated)."""
+    from analysis.stats.template_treatment import pruning_decisions
+
     from analysis.fit_stage import build_likelihood, row_table, shape_systematics, template_index
 
     n_replicas = replicas_setting(cfg, n_replicas)
@@ -254,6 +259,7 @@ def impacts_with_uncertainty(outputs: dict, sample, cfg, attacks: dict, n_replic
     rows_info = row_table(outputs["nominal"], sample, cfg)
     std0, bias0, mu0, sig0 = _one_model(lk, rows_info, attacks, parameters, None, max_iter)
 
+    decisions = pruning_decisions(lk["shape_treatment"]) if freeze_pruning else None
     keys = event_keys(sample)
     rep_std = {p: [] for p in parameters}
     rep_bias = {n: [] for n in attacks}
@@ -262,7 +268,7 @@ def impacts_with_uncertainty(outputs: dict, sample, cfg, attacks: dict, n_replic
     for r in range(n_replicas):
         b = poisson_multipliers(keys, seed, r)
         try:
-            lk_r = build_likelihood(outputs, sample, cfg, index=index, event_scale=b)
+            lk_r = build_likelihood(outputs, sample, cfg, index=index, event_scale=b, pruning=decisions)
         except AuditError:
             # a replica that empties a channel-bin (tiny samples): counted, not used
             failed += 1
