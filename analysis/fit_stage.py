@@ -212,7 +212,7 @@ def signal_samples(sample: EventSample) -> list[str]:
 
 def build_likelihood(outputs: dict[str, np.ndarray], sample: EventSample, cfg: AnalysisConfig, *,
                      edges: dict[str, np.ndarray] | None = None, index: dict | None = None,
-                     event_scale: np.ndarray | None = None) -> dict:
+                     event_scale: np.ndarray | None = None, pruning: dict | None = None) -> dict:
     """Model spec, binning, templates and the truths of the standard scenarios.
 
     The shape templates are treated (symmetrised, smoothed, pruned: ``fit.shape_treatment``,
@@ -220,7 +220,8 @@ def build_likelihood(outputs: dict[str, np.ndarray], sample: EventSample, cfg: A
     +-1 sigma scenarios are the untreated templates (the variation as simulated), so that
     their toys test whether the treated model absorbs it. ``edges`` fixes the binning,
     ``index`` (from :func:`template_index`) skips recomputing the events' bins, and
-    ``event_scale`` (N,) multiplies every event weight (a bootstrap replica of the MC)."""
+    ``event_scale`` (N,) multiplies every event weight (a bootstrap replica of the MC);
+    ``pruning`` imposes pruning decisions (template_treatment.pruning_decisions)."""
     from analysis.stats.from_histograms import build_spec, truth_from_histograms
     from analysis.stats.model import Model
     from analysis.stats.template_treatment import treat_templates, treatment_settings
@@ -233,7 +234,7 @@ def build_likelihood(outputs: dict[str, np.ndarray], sample: EventSample, cfg: A
     if index is None:
         index = template_index(outputs, sample, cfg, edges)
     hists = templates_from_index(index, sample, event_scale)
-    treated, record = treat_templates(hists, treatment)
+    treated, record = treat_templates(hists, treatment, pruning)
     norm, lumi = norm_systematics(cfg, sample)
     signals = signal_samples(sample)
     bounds = cfg.fit.get("mu_bounds", [-5.0, 10.0])

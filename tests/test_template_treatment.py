@@ -145,3 +145,16 @@ def test_mismatched_template_is_refused():
     h = {"SR": {"b": {"nominal": np.ones(3), "sumw2": np.ones(3), "shapes": {"s": {"up": np.ones(4), "down": np.ones(3)}}}}}
     with pytest.raises(AuditError, match="shape 's'"):
         treat_templates(h, None)
+
+
+def test_imposed_pruning_decisions_override_the_test():
+    from analysis.stats.template_treatment import pruning_decisions
+
+    nom = np.full(5, 100.0)
+    big = {"up": nom * np.linspace(0.5, 1.5, 5), "down": nom * np.linspace(1.5, 0.5, 5)}
+    h = {"SR": {"b": {"nominal": nom, "sumw2": nom, "shapes": {"big": big}}}}
+    out, rec = treat_templates(h, None)
+    assert pruning_decisions(rec) == {"SR/b/big": False}
+    forced, rec2 = treat_templates(h, None, {"SR/b/big": True})
+    np.testing.assert_allclose(forced["SR"]["b"]["shapes"]["big"]["up"], nom)
+    assert pruning_decisions(rec2) == {"SR/b/big": True}

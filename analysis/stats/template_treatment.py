@@ -163,8 +163,12 @@ def shape_noise_test(nominal, d, noise_cov) -> dict:
     return {"chi2": chi2, "ndf": ndf, "pvalue": float(stats.chi2.sf(chi2, ndf))}
 
 
-def treat_templates(histograms: dict, settings=None) -> tuple[dict, dict]:
+def treat_templates(histograms: dict, settings=None, decisions: dict | None = None) -> tuple[dict, dict]:
     """(treated histograms, record) for ``settings`` (validated by :func:`treatment_settings`).
+
+    ``decisions`` ({"channel/sample/systematic": pruned (bool)}, e.g. from the record of a
+    central treatment: :func:`pruning_decisions`) imposes the pruning decisions instead of
+    testing (entries not listed are tested).
 
     A sample's optional ``"shape_noise"`` ({syst: (nb, nb) covariance of up - down from
     the MC events}) gives the pruning variance; without it the nominal ``sumw2`` is used
@@ -211,7 +215,11 @@ def treat_templates(histograms: dict, settings=None) -> tuple[dict, dict]:
                     n_conservative += 1
                 test = shape_noise_test(nom, d, cov_d)
                 entry.update({"chi2": test["chi2"], "ndf": test["ndf"], "pvalue": test["pvalue"]})
-                pruned = cfg["prune"] and test["pvalue"] >= cfg["prune_pvalue"]
+                key = f"{ch}/{sname}/{syst}"
+                if decisions is not None and key in decisions:
+                    pruned = bool(decisions[key])
+                else:
+                    pruned = cfg["prune"] and test["pvalue"] >= cfg["prune_pvalue"]
                 nom_pos = np.clip(nom, 0, None)
                 total = nom_pos.sum()
                 if pruned:
@@ -249,5 +257,11 @@ def treat_templates(histograms: dict, settings=None) -> tuple[dict, dict]:
     return out, record
 
 
-__all__ = ["DEFAULTS", "treatment_settings", "treat_templates", "symmetrised_half_difference",
+def pruning_decisions(record: dict) -> dict:
+    """{"channel/sample/systematic": pruned} from a :func:`treat_templates` record."""
+    return {f"{e['channel']}/{e['sample']}/{e['systematic']}": e["action"].startswith("pruned")
+            for e in record["shapes"]}
+
+
+__all__ = ["DEFAULTS", "treatment_settings", "treat_templates", "pruning_decisions", "symmetrised_half_difference",
            "smooth_relative", "shape_noise_test"]
