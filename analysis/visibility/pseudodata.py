@@ -115,7 +115,7 @@ class BinCounter:
             col.append(ncol + qa[keep] * (kb - 1) + qb[keep])
             pairs.append((look, ncol, ma, ka, mb, kb))
             ncol += (ka - 1) * (kb - 1)
-        ev, col = np.concatenate(ev), np.concatenate(col)
+        ev, col = np.concatenate(ev).astype(np.int32), np.concatenate(col).astype(np.int32)
         order = np.argsort(ev, kind="stable")
         ev, col = ev[order], col[order]
         chunk = max(1, int(max_matrix_mb * 2 ** 20 / (4 * max(1, ncol))))
