@@ -119,6 +119,7 @@ def test_control_region_changes_are_seen_by_control_region_looks(analysis):
     assert lam[tau_look] > 5.0
     assert np.all(by_region["sr"] == 0.0) and np.all(by_region["cr_low"] == 0.0)
     res = cal.power(sh)
+    assert res.to_dict() == cal.assess(xs, reg, nn).to_dict()
     assert res.most_visible["region"] == "cr_high" and res.power > 0.5
     assert res.regions["cr_high"] == pytest.approx(res.power)
     assert res.regions["sr"] < 0.05 and res.regions["cr_low"] < 0.05

@@ -190,6 +190,12 @@ class Calibration:
             regions={r: float(k / self.n_toys) for r, k in zip(lk.regions, region_hits)},
         )
 
+    def assess(self, x_shifted, in_region_after: dict, nn_output_shifted=None, eval_weights=None,
+               noise_correction=None) -> ShiftSummary:
+        """``power(looks.shift(...))`` in one call: is this shifted simulation visible in data?"""
+        shift = self.looks.shift(x_shifted, in_region_after, nn_output_shifted, eval_weights)
+        return self.power(shift, noise_correction)
+
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
         meta = {"seed": self.seed, "seconds": self.seconds, "settings": self.settings.to_dict()}
