@@ -13,6 +13,10 @@ P(chi2_nc(ndf, lambda) > chi2.isf(p*, ndf)); for the global test with the correl
 looks, by reusing the stored null residuals eps_tk = N_tk - m_k of the calibration toys:
 T_l = sum_k (eps_tk + delta_k)^2 / (m_k + s_k^2), rejected when min_l p_l < p*. The shift is
 *hidden* when that power is at most ``power_max``.
+
+The min-p calibration is the resampling-based multiple-testing adjustment of P. H. Westfall
+and S. S. Young, "Resampling-Based Multiple Testing" (Wiley, 1993), with the resampling done
+at event level so that the correlations between looks are those of data.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ still has its nominal false-alarm rate under this toy model. Measured on the syn
 with 10% of the events negative: toy variance +8%, per-look rate at alpha = 0.05 about 0.07,
 global false-alarm rate 0.036 +- 0.008.
 
+b_ti is the Poisson bootstrap of the simulation (J. A. Hanley and B. MacGibbon, "Creating
+non-parametric bootstrap samples using Poisson frequencies", Comput. Methods Programs Biomed.
+83 (2006) 57).
+
 Random numbers are counter-based: toy t of stream s uses numpy's Philox keyed by
 (seed, s, t), so a toy's numbers depend neither on the block size nor on other toys.
 The counts of all looks of a block of toys are one dense matrix product per region and chunk

@@ -10,6 +10,8 @@ is Pearson's statistic with the MC statistical variance added to the data's Pois
 "data = nominal" T follows chi2 with ndf = number of bins asymptotically; when the truth is
 shifted by delta_k per bin, T follows the non-central chi2(ndf, lambda) with
 lambda = sum_k delta_k^2 / (m_k + s_k^2). Toys (analysis.visibility.calibration) check both.
+The MC statistical term is the one of R. Barlow and C. Beeston, "Fitting using finite Monte
+Carlo samples", Comput. Phys. Commun. 77 (1993) 219, at its Gaussian (Pearson) order.
 """
 
 from __future__ import annotations
