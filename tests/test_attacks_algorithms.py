@@ -318,3 +318,35 @@ def test_seed_paper_configurations_run(toy, name):
         bkg = ~sig
         assert r.info["nn_ks_monitored"]
         assert ks_statistic(p1[bkg], p0[bkg], toy["weights"][bkg], toy["weights"][bkg]) <= 0.02
+
+
+def test_pgd_matches_torchattacks_elementwise(toy):
+    """Our PGD (no random start, final iterate) equals torchattacks' PGD mapped to the same
+    box: u in [0, 1]^F -> x = lower + u (upper - lower), eps = 1 (the whole box), alpha = the
+    step fraction, two-class logits (-z/2, z/2) with label 0 (push z up = shift_output)."""
+    torchattacks = pytest.importorskip("torchattacks")
+    from analysis.attacks.base import model_logits
+
+    model, env = toy["model"], toy["env_tes"]
+    x = torch.as_tensor(toy["x"])
+    lower, width = env.lower, env.upper - env.lower
+
+    class Box(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, u):
+            z = model_logits(self.model, lower + u * width)
+            return torch.stack([-0.5 * z, 0.5 * z], dim=1)
+
+    ta = torchattacks.PGD(Box().eval(), eps=1.0, alpha=0.1, steps=10, random_start=False)
+    u0 = torch.where(width > 0, (x - lower) / width.clamp_min(1e-30), torch.full_like(x, 0.5))
+    x_ta = lower + ta(u0, torch.zeros(len(x), dtype=torch.long)) * width
+    ours = make_attack("pgd", steps=10, step_fraction=0.1, keep_best=False).attack(model, x, env, seed=0).x_adv
+    close = torch.isclose(ours, x_ta, rtol=1e-5, atol=1e-4).all(1)
+    assert float(close.float().mean()) > 0.99, float(close.float().mean())
+    with torch.no_grad():
+        z0, za, zt = model.logits(x), model.logits(ours), model.logits(x_ta)
+    gain_ours, gain_ta = float((za - z0).mean()), float((zt - z0).mean())
+    assert gain_ours > 0 and abs(gain_ours - gain_ta) <= 0.001 * abs(gain_ta) + 1e-6, (gain_ours, gain_ta)

@@ -36,18 +36,21 @@ class PGDAttack(Attack):
         x = ctx.x.clone()
         if s["random_start"]:
             x = ctx.lower + ctx.uniform(stream=2) * (ctx.upper - ctx.lower)
+        # every iterate is clamped into the box, so the projection only matters for integer
+        # features (rounding); without them it is skipped (it is the identity)
+        has_int = bool(ctx.integer.any())
         best_x = ctx.project(x)
         best_j = None
         for _ in range(s["steps"]):
             xe = x.detach().requires_grad_(True)
-            xp = straight_through(ctx, xe)
+            xp = straight_through(ctx, xe) if has_int else xe
             j = ctx.objective_values(xp)
             (g,) = torch.autograd.grad(j.sum(), xe)
             with torch.no_grad():
                 if s["keep_best"]:
                     best_x, best_j = _update_best(best_x, best_j, xp.detach(), j.detach())
-                x = torch.minimum(torch.maximum(x + step * torch.sign(g), ctx.lower), ctx.upper)
-        x = ctx.project(x)
+                x = torch.addcmul(x, step, torch.sign(g)).clamp_(ctx.lower, ctx.upper)
+        x = ctx.project(x) if has_int else x
         if s["keep_best"]:
             with torch.no_grad():
                 best_x, best_j = _update_best(best_x, best_j, x, ctx.objective_values(x))
@@ -59,4 +62,6 @@ def _update_best(best_x, best_j, x, j):
     if best_j is None:
         return x, j
     better = j > best_j
-    return torch.where(better.unsqueeze(1), x, best_x), torch.where(better, j, best_j)
+    # in place: the buffers are ours (best_x starts as a projected copy, best_j as the first j)
+    best_x.copy_(torch.where(better.unsqueeze(1), x, best_x))
+    return best_x, torch.maximum(j, best_j)
