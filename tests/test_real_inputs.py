@@ -3,6 +3,7 @@
 working points, files with zero entries, every missing branch reported at once."""
 
 import copy
+import functools
 import warnings
 
 import numpy as np
@@ -44,7 +45,9 @@ def _nano(shared_data, name):
     return path
 
 
+@functools.lru_cache(maxsize=8)
 def _events(path):
+    """NanoEvents of a file, built once per module (the v15 schema alone has 2,600 branches)."""
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
     with warnings.catch_warnings():
@@ -72,7 +75,7 @@ def test_every_real_file_is_read_or_refused_with_a_reason(shared_data, config):
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TauIdFallbackWarning)
-            content = load_content(_events(path), str(path), config.input, config.selection)
+            content = load_content(_events(str(path)), str(path), config.input, config.selection)
         assert content.n_events == n
         assert np.isfinite(content.met_pt).all() and (content.met_pt >= 0).all()
         assert set(np.unique(content.jets["jetId"])) <= {0, 2, 4, 6}
@@ -89,7 +92,7 @@ def test_every_real_file_is_read_or_refused_with_a_reason(shared_data, config):
 
 def test_v15_pfmet_and_recomputed_jet_id(shared_data, config):
     path = _nano(shared_data, "nano_tt_v15.root")
-    content = load_content(_events(path), str(path), config.input, config.selection)
+    content = load_content(_events(str(path)), str(path), config.input, config.selection)
     import uproot
 
     tree = uproot.open(path)["Events"]
@@ -131,7 +134,7 @@ def test_legacy_bitmask_decoded_from_branch_doc(shared_data, config):
 
     raw = uproot.open(path)["Events"]["Tau_idDeepTau2017v2p1VSjet"].array(library="np")
     with pytest.warns(TauIdFallbackWarning, match="idDeepTau2017v2p1VSjet"):
-        content = load_content(_events(path), str(path), config.input, config.selection)
+        content = load_content(_events(str(path)), str(path), config.input, config.selection)
     flat = np.concatenate(list(raw)).astype(np.uint8)
     expected = np.unpackbits(flat[:, None], axis=1).sum(axis=1)
     np.testing.assert_array_equal(np.sort(content.taus["vsjet_wp"]), np.sort(expected))
@@ -142,14 +145,14 @@ def test_legacy_bitmask_decoded_from_branch_doc(shared_data, config):
                                              "tau_id_vse": "Tau_idDeepTau2017v2p1VSe"}}
     with warnings.catch_warnings():
         warnings.simplefilter("error", TauIdFallbackWarning)
-        load_content(_events(path), str(path), explicit, config.selection)
+        load_content(_events(str(path)), str(path), explicit, config.selection)
 
 
 def test_pre_deeptau_working_points_through_the_map(shared_data, loose):
     """A file without DeepTau can name another discriminator's working-point branch."""
     path = _nano(shared_data, "nano_dy.root")
     inp = {**loose.input, "branches": {"tau_id_vsjet": "Tau_idMVAoldDM2017v2"}}
-    content = load_content(_events(path), str(path), inp, loose.selection)
+    content = load_content(_events(str(path)), str(path), inp, loose.selection)
     # 7 MVA working points stored as a bit mask: the index is the number of set bits
     assert 1 <= content.taus["vsjet_wp"].min() and content.taus["vsjet_wp"].max() <= 7
 
