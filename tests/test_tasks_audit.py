@@ -37,21 +37,33 @@ def test_summary_content(audit):
     _, report, res = audit
     summary = json.loads((report / "summary.json").read_text())
     validate_summary(summary)
-    assert summary["schema_version"] == 1 and summary["config"] == "ci"
+    assert summary["schema_version"] == 2 and summary["config"] == "ci"
     assert set(summary["models"]) == {"nominal", "penalty_tes"}
     for model in summary["models"].values():
         assert 0.5 < model["auc"] < 1.0
+        closure = model["closure"]
+        assert all(isinstance(closure[k], float) for k in ("pull_mean", "pull_width", "coverage_68"))
+        assert 0 <= model["calibration"]["false_alarm_rate"] <= 1
+        power_max = model["calibration"]["power_max"]
         assert set(model["systematics"]) == {"tau_es", "jet_es"}
         for syst in model["systematics"].values():
             assert set(syst["attacks"]) == {"random", "pgd", "nuisance_pgd", "conservattack"}
             for attack in syst["attacks"].values():
-                assert attack["checks"], "every attack reports its checks"
-                assert {c["name"] for c in attack["checks"]} >= {"ks", "chi2", "jsd", "correlation", "band"}
-                assert attack["hidden"] == all(c["passed"] for c in attack["checks"])
+                assert isinstance(attack["power"], float) and 0.0 <= attack["power"] <= 1.0
+                assert isinstance(attack["hidden"], bool) and attack["hidden"] == (attack["power"] <= power_max)
+                assert attack["impact_mu_unc"] > 0
+                # the papers' statistics are still reported, control regions included
+                assert {c["name"] for c in attack["published"]} >= {"ks", "chi2", "jsd", "correlation", "band"}
+            assert isinstance(syst["standard_power"]["up"], float) and isinstance(syst["standard_power"]["down"], float)
+            assert syst["verdict"] in ("larger than quoted", "covered", "inconclusive")
+            assert isinstance(syst["standard_impact_mu_unc"], float) and syst["standard_impact_mu_unc"] > 0
+            if syst["largest_hidden_impact_mu"] is not None:
+                assert isinstance(syst["largest_hidden_impact_mu_unc"], float) and syst["largest_hidden_impact_mu_unc"] > 0
+            assert isinstance(syst["null"]["quantile_95"], float) and syst["null"]["n_seeds"] >= 20
+            assert syst["verdict_reason"]
             # the standard shift's signal-region NN-output shift, comparable with the attacks'
             for d in ("up", "down"):
                 assert syst["standard_output_shift"][d]["histogram_l1_relative"] >= 0
-            assert syst["verdict"] in ("covered", "hidden systematic larger than quoted", "no hidden attack found")
     assert all(math.isfinite(x) for x in _numbers(summary))
     # the console summary table reached the user
     assert "tau_es" in res.output and "verdict" in res.output.lower()
@@ -108,8 +120,9 @@ def test_rerun_is_a_no_op_and_one_attack_change_reruns_only_its_branches(audit, 
     assert changed.returncode == 0
     tag = re.search(r"AttackAudit/(ci_changed-[0-9a-f]+)/", changed.output)
     assert tag, changed.output[-2000:]
-    for task in ("GenerateEvents", "SelectEvents", "MergeFeatures", "TrainModel", "EvaluateModel",
-                 "BuildLikelihood", "AttackSystematic", "ValidateAttack", "PseudoExperiments"):
+    for task in ("GenerateEvents", "SelectEvents", "MergeFeatures", "TrainModel", "EvaluateModel", "CalibrateChecks",
+                 "RandomControl", "BuildLikelihood", "AttackSystematic", "ValidateAttack", "MeasureImpacts",
+                 "PseudoExperiments"):
         src = data / task / "ci"
         if src.exists():
             (data / task / tag.group(1)).symlink_to(src, target_is_directory=True)
@@ -120,4 +133,7 @@ def test_rerun_is_a_no_op_and_one_attack_change_reruns_only_its_branches(audit, 
     assert res.ran("ValidateAttack") == 4
     assert res.ran("TrainModel") == 0 and res.ran("SelectEvents") == 0 and res.ran("BuildLikelihood") == 0
     assert res.ran("PseudoExperiments") == 4
+    # the impacts of a model are measured together (one bootstrap for all its attacks)
+    assert res.ran("MeasureImpacts") == 2
+    assert res.ran("CalibrateChecks") == 0 and res.ran("RandomControl") == 0
     assert res.ran("AttackAudit") == 1
