@@ -47,7 +47,7 @@ from scipy import stats
 
 from analysis.errors import AuditError
 from analysis.files import write_atomically
-from analysis.report import HIDDEN_LARGER
+from analysis.report import LARGER as HIDDEN_LARGER
 
 STYLES = (None, "CMS", "ATLAS")
 
@@ -843,7 +843,7 @@ def impact_summary(
     """Standard vs largest hidden impact on mu per systematic (horizontal bars).
 
     ``hidden_impact`` entries may be None / NaN ("no hidden attack found", written on the
-    row). Systematics whose verdict is "hidden systematic larger than quoted" get a red,
+    row). Systematics whose verdict is "larger than quoted" get a red,
     hatched hidden bar and a "!" flag; ``attacks`` (the responsible attack per row) are
     written at the end of the hidden bars.
     """

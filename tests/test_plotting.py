@@ -55,7 +55,7 @@ def _builders():
                                                   [0.07, 0.04, 0.02], **kw),
         "impact_summary": lambda **kw: P.impact_summary(
             ["TES", "JES", "MET"], [0.07, 0.05, 0.01], [0.2, None, 0.005],
-            ["hidden systematic larger than quoted", "no hidden attack found", "covered"],
+            ["larger than quoted", "inconclusive", "covered"],
             attacks=["pgd", None, "fgsm"], **kw),
     }
 
