@@ -94,7 +94,6 @@ def check_readable(path: str, input_section: dict | None = None, selection: dict
     naming the file and the branch if a basket cannot be read or decompressed."""
     f, tree = _open_checked(path, input_section, selection)
     with f:
-        chosen, _ = resolve_branches(set(tree.keys()), input_section, selection)
         keys = set(tree.keys())
         names = [b for group in required_branches(input_section, selection) for b in group if b in keys]
         for name in names:
