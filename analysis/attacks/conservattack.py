@@ -15,12 +15,13 @@ and the marginals stay in place while single samples move far (about one standar
 deviation per feature). This implementation keeps that property without a Python loop over
 samples. Per iteration and feature it runs *rounds*: every pending sample scores all its
 candidates at once against the current state (incrementally: a move changes two
-histogram bins and one row of the correlation matrix) and picks the cheapest feasible one;
-the samples are ranked by that cost; a conflict-free set is accepted, namely the samples
-that rank first in both bins their move touches (so no two accepted moves share a
-histogram bin and the divergence changes add up exactly); of those, the longest prefix in
-rank order whose exact cumulative state meets the total constraints is applied (moments by
-prefix sums, so the correlation state is exact too). The state is then updated and the next
+histogram bins and one row of the correlation matrix) and picks the cheapest feasible one
+(``choose: cheapest``, the paper's rule; ``largest``: the largest feasible step); the
+samples are ranked by that cost; a conflict-free set is kept, namely the samples that rank
+first in both bins their move touches (so no two kept moves share a histogram bin and the
+divergence changes add up exactly); these are ordered by their divergence change (refills
+first) and the longest prefix whose exact cumulative state meets the total constraints is
+applied (moments by prefix sums, so the correlation state is exact too). The state is then updated and the next
 round scores the remaining samples against it, i.e. it sees the bins the previous round
 vacated. The events are visited in blocks of ``block_size`` in a fixed order; a block's
 rounds go on until each of its events has moved (with ``retry``, the default; else also
@@ -28,6 +29,9 @@ until it has no feasible candidate) or a round accepts nothing. A move must chan
 event's histogram bin: moves inside a bin are free for the histogram but pile events up at
 bin edges, which any other binning sees. The bookkeeping runs in numpy float64 on the CPU
 (many small exact updates); the model's gradients and outputs run on its device.
+``sub_bins`` > 1 keeps the internal histograms ``sub_bins`` times finer than ``bins``: the JS
+distance of a histogram can only shrink when bins are merged, so the constraint then also
+holds on the coarser binning, and other binnings of an independent scorer see less.
 
 Two constraint modes (``constraint_mode``):
 
@@ -37,7 +41,10 @@ Two constraint modes (``constraint_mode``):
     correlation change < ``corr_rel_max`` (0.006), both against the clean sample.
 ``published`` (the constraints the public code effectively applies): the same per-change
     caps, and the total JS distance of every feature against the *clean* histogram <=
-    ``jsd_total_cap`` (0.005); no cumulative limit on the correlation change.
+    ``jsd_total_cap`` (0.005); no cumulative limit on the correlation change. With the
+    paper's 100 bins a single move of one of N unit-weight events already costs a JS
+    distance of about sqrt(1 / (4 N q ln 2)) (q the bin content fraction): below roughly a
+    thousand events no move fits under 0.005 and nothing moves.
 
 Candidate steps, in units of the feature's clean (weighted) standard deviation: ``min_change``
 and ``n_steps`` values spaced geometrically from ``step`` to ``max_step`` (integer features
