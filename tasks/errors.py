@@ -58,11 +58,24 @@ def user_message(exc: BaseException) -> str | None:
         return f"--{name.replace('_', '-')} is missing: this task requires it"
     if isinstance(exc, ParameterException):
         return " ".join(str(exc).split())
+    if isinstance(exc, (ValueError, TypeError)) and _raised_parsing_a_parameter(exc):
+        # e.g. --branch ten: luigi's IntParameter.parse calls int("ten")
+        return f"a command-line value has the wrong type ({exc}); see law run <Task> --help"
     if isinstance(exc, OSError) and exc.errno in _USER_ERRNOS:
         from tasks.base import _os_reason, data_path
 
         return f"{_os_reason(exc)}; check DATA_PATH={data_path()} (a writable folder with free space)"
     return None
+
+
+def _raised_parsing_a_parameter(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "parse" and code.co_filename.replace("\\", "/").endswith("luigi/parameter.py"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 # file-system conditions a user fixes (permissions, full disk, read-only, wrong kind of path)

@@ -278,6 +278,12 @@ def test_error_filter_shortens_user_errors_to_one_line():
     assert "the disk is full" in user_message(OSError(errno.ENOSPC, "No space left on device", "/x"))
     assert "not writable" in user_message(OSError(errno.EACCES, "Permission denied", "/x"))
     assert user_message(ValueError("a bug")) is None
+    import luigi
+
+    try:
+        luigi.IntParameter().parse("ten")  # what --branch ten does
+    except ValueError as err:
+        assert "a command-line value has the wrong type" in user_message(err)
     try:
         raise OSError(errno.EROFS, "Read-only file system", "/data/out")
     except OSError:
