@@ -127,6 +127,10 @@ def test_universal_subset_inputs_untouched_deterministic(toy):
         dz = toy["model"].logits(r.x_adv) - toy["model"].logits(x)
     assert float(dz[~bkg].mean()) < 0
     assert "tau_pt" in r.info["field"]["text"] and "tau_eta" in r.info["field"]["text"]
+    import json
+
+    json.dumps(r.info)  # the audit writes info as JSON; the field can be redrawn from it
+    assert r.info["field_state"] == r.extra["field"]
 
 
 def test_mask_and_objective_mask(toy):

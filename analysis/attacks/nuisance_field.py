@@ -24,7 +24,7 @@ the fitted field is applied to every event in ``mask``.
 
 Returned: ``info["field"]`` a compact description (theta on the knot grid of each input with
 the other inputs at their median, min/max, slope and roughness per input, a one-line text),
-``extra["field"]`` everything ``apply_nuisance_field`` and ``analysis.plotting.
+``info["field_state"]`` and ``extra["field"]`` (the same JSON-ready dict) everything ``apply_nuisance_field`` and ``analysis.plotting.
 figure_nuisance_field`` need, ``extra["theta"]`` theta per event.
 """
 
@@ -296,7 +296,7 @@ class NuisanceFieldAttack(Attack):
             theta_all = torch.where(ctx.attacked, theta_all, torch.zeros_like(theta_all))
             x_adv = ctx.project(interpolate_theta(theta_all, ctx.nominal, ctx.up_shift, ctx.down_shift))
         desc = best.describe()
-        info = {"field": desc, "chosen": chosen, "objective_mean": score[chosen], "objective_mean_nominal": zero,
+        info = {"field": desc, "field_state": best.to_dict(), "chosen": chosen, "objective_mean": score[chosen], "objective_mean_nominal": zero,
                 "objective_gain": score[chosen] - zero, "objective_gain_fitted": score["fitted"] - zero,
                 "n_fit_events": int(len(tgt)), "history": history,
                 "theta_min": float(theta_all[ctx.attacked].min()), "theta_max": float(theta_all[ctx.attacked].max())}
