@@ -240,18 +240,22 @@ class CONSERVAttack(Attack):
                 for i in range(0, len(pend), s["block_size"]):
                     be, bd = pend[i:i + s["block_size"]], d[i:i + s["block_size"]]
                     block = be
+                    cache: dict = {}
                     # each event moves at most once per block pass, so whether it is fooled
                     # matters from the next block on: one model call per block
                     while len(be) > 0 and stats["rounds"] < s["max_rounds"]:
                         stats["rounds"] += 1
                         done, infeasible, hit = self._round(st, j, be, bd, x32, cand, lo32, hi32, bool(integer[j]),
-                                                            lim, s)
+                                                            lim, s, cache)
                         stats["stopped_by_constraint"] += int(hit)
                         if not done.any():
                             break
                         stats["accepted_moves"] += int(done.sum())
                         left = ~done if s["retry"] else ~(done | infeasible)
                         be, bd = be[left], bd[left]
+                        for k in ("xn32", "xo", "xn", "bn", "moved", "Xe", "we", "leave", "add"):
+                            cache[k] = cache[k][left]
+                        cache["bo"] = np.broadcast_to(cache["bo"][left, :1], cache["bn"].shape)
                     if classes:
                         active[block] = still_correct(block)
         info = {**stats, **self._final_state(st, ctx.x.detach().cpu().numpy(), x32, s)}
@@ -278,7 +282,7 @@ class CONSERVAttack(Attack):
         return {"constraint_mode": s["constraint_mode"], "max_jsd": max(jsd), "jsd_per_feature": jsd,
                 "correlation_rel_change": rel, "constraints_met": bool(met)}
 
-    def _round(self, st: _State, j, e, d, x32, cand, lo32, hi32, integer, lim, s):
+    def _round(self, st: _State, j, e, d, x32, cand, lo32, hi32, integer, lim, s, cache):
         """One round for feature j over the events ``e`` (directions ``d``): score every
         candidate against the current state, pick a conflict-free set, apply the longest
         feasible prefix. Returns (accepted, infeasible) masks over ``e`` and whether a total
@@ -300,24 +304,43 @@ class CONSERVAttack(Attack):
         diff_old = float((((st.C[j] - st.C0[j]) ** 2)[not_j]).sum())
         rel_cur = math.sqrt(st.E2) / st.c0norm
         jsd_cur = math.sqrt(max(st.D[j], 0.0) / _LN2)
-        x_old32 = x32[e, j]
-        steps = np.ones(1, np.float32) if integer else cand * np.float32(st.std[j])
-        xn32 = x_old32[:, None] + d[:, None] * steps[None, :]
-        if integer:
-            xn32 = np.round(xn32)
-        xn32 = np.minimum(np.maximum(xn32, lo32[e, j][:, None]), hi32[e, j][:, None]).astype(np.float32)
-        xo = x_old32.astype(np.float64)[:, None] - st.shift[j]
-        xn = xn32.astype(np.float64) - st.shift[j]
-        we = st.w[e][:, None]
-        bo = np.broadcast_to(st.bin_of(xo, j), xn.shape)
-        bn = st.bin_of(xn, j)
-        # a move must change the histogram bin (see the module docstring)
-        moved = (xn != xo) & (bn != bo)
-        # the event leaves bin bo (one per event) and enters bin bn (one per candidate)
+        if "xn32" not in cache:
+            # per block: what does not depend on the state (the block's events move only once)
+            x_old32 = x32[e, j]
+            steps = np.ones(1, np.float32) if integer else cand * np.float32(st.std[j])
+            xn32 = x_old32[:, None] + d[:, None] * steps[None, :]
+            if integer:
+                xn32 = np.round(xn32)
+            xn32 = np.minimum(np.maximum(xn32, lo32[e, j][:, None]), hi32[e, j][:, None]).astype(np.float32)
+            xo = x_old32.astype(np.float64)[:, None] - st.shift[j]
+            xn = xn32.astype(np.float64) - st.shift[j]
+            bo = np.broadcast_to(st.bin_of(xo, j), xn.shape)
+            bn = st.bin_of(xn, j)
+            # a move must change the histogram bin (see the module docstring)
+            moved = (xn != xo) & (bn != bo)
+            cache.update(xn32=xn32, xo=xo, xn=xn, bo=bo, bn=bn, moved=moved, Xe=X[e], we=st.w[e][:, None])
+        xn32, xo, xn, bo, bn, moved = (cache[k] for k in ("xn32", "xo", "xn", "bo", "bn", "moved"))
+        we = cache["we"]
+        # the event leaves bin bo (one per event) and enters bin bn (one per candidate); the
+        # divergence terms change only where the histogram changed since the last round
         T = _jsd_terms(H, q, W)
         b0 = bo[:, 0]
-        leave = _jsd_terms(H[b0] - we[:, 0], q[b0], W) - T[b0]
-        dD = leave[:, None] + _jsd_terms(H[bn] + we, q[bn], W) - T[bn]
+        if "leave" not in cache:
+            cache["leave"] = _jsd_terms(H[b0] - we[:, 0], q[b0], W) - T[b0]
+            cache["add"] = _jsd_terms(H[bn] + we, q[bn], W) - T[bn]
+        elif cache.get("changed") is not None:
+            hit = np.zeros(st.B, dtype=bool)
+            hit[cache["changed"]] = True
+            r0 = hit[b0]
+            if r0.any():
+                bb = b0[r0]
+                cache["leave"][r0] = _jsd_terms(H[bb] - we[r0, 0], q[bb], W) - T[bb]
+            ra = hit[bn]
+            if ra.any():
+                bb = bn[ra]
+                cache["add"][ra] = _jsd_terms(H[bb] + np.broadcast_to(we, bn.shape)[ra], q[bb], W) - T[bb]
+        cache["changed"] = None
+        dD = cache["leave"][:, None] + cache["add"]
         d_new = np.maximum(st.D[j] + dD, 0)
         jsd_new = np.sqrt(d_new / _LN2)
         # correlation row j after the move (only row/column j changes). With b = w delta / W,
@@ -329,7 +352,7 @@ class CONSERVAttack(Attack):
         varj = np.maximum((st.S2[j, j] + we * (xn * xn - xo * xo)) / W - m * m, 0)
         with np.errstate(divide="ignore"):
             sj = np.where(varj > 0, 1.0 / np.sqrt(np.maximum(varj, 1e-300)), 0.0)
-        Q = X[e] * inv_sd
+        Q = cache["Xe"] * inv_sd
         QQ, PQ, QR, CQ = (Q * Q).sum(1)[:, None], (Q @ P)[:, None], (Q @ R)[:, None], (Q @ c0)[:, None]
         sq = PP + b * b * QQ + m * m * RR + 2 * b * PQ - 2 * m * PR - 2 * b * m * QR
         lin = CP + b * CQ - m * CR
@@ -403,4 +426,5 @@ class CONSERVAttack(Attack):
         st.C = _corr_from_moments(st.S1, st.S2, W)
         st.E2 = float(((st.C - st.C0) ** 2).sum())
         done[feas[wi[:n_ok]]] = True
+        cache["changed"] = np.concatenate([bn_f[wi[:n_ok]], bo_f[wi[:n_ok]]])
         return done, infeasible, n_ok < len(wi)
