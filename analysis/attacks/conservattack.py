@@ -25,7 +25,9 @@ applied (moments by prefix sums, so the correlation state is exact too). The sta
 round scores the remaining samples against it, i.e. it sees the bins the previous round
 vacated. The events are visited in blocks of ``block_size`` in a fixed order; a block's
 rounds go on until each of its events has moved (with ``retry``, the default; else also
-until it has no feasible candidate) or a round accepts nothing. A move must change the
+until it has no feasible candidate) or a round accepts nothing (or after ``block_rounds``
+rounds when that is > 0: faster, but it fools far less, since most moves are refills
+found in late rounds). A move must change the
 event's histogram bin: moves inside a bin are free for the histogram but pile events up at
 bin edges, which any other binning sees. The bookkeeping runs in numpy float64 on the CPU
 (many small exact updates); the model's gradients and outputs run on its device.
@@ -146,6 +148,7 @@ class CONSERVAttack(Attack):
         "block_size": 128,
         "retry": True,
         "max_rounds": 1000000,
+        "block_rounds": 0,
     }
 
     def validate(self, s):
@@ -153,6 +156,7 @@ class CONSERVAttack(Attack):
         s["bins"] = check_int("bins", s["bins"], 2)
         s["n_steps"] = check_int("n_steps", s["n_steps"], 0)
         s["max_rounds"] = check_int("max_rounds", s["max_rounds"], 1)
+        s["block_rounds"] = check_int("block_rounds", s["block_rounds"], 0)
         s["sub_bins"] = check_int("sub_bins", s["sub_bins"], 1)
         s["block_size"] = check_int("block_size", s["block_size"], 1)
         s["retry"] = check_bool("retry", s["retry"])
@@ -243,7 +247,10 @@ class CONSERVAttack(Attack):
                     cache: dict = {}
                     # each event moves at most once per block pass, so whether it is fooled
                     # matters from the next block on: one model call per block
-                    while len(be) > 0 and stats["rounds"] < s["max_rounds"]:
+                    n_rounds = 0
+                    while len(be) > 0 and stats["rounds"] < s["max_rounds"] and (
+                            s["block_rounds"] == 0 or n_rounds < s["block_rounds"]):
+                        n_rounds += 1
                         stats["rounds"] += 1
                         done, infeasible, hit = self._round(st, j, be, bd, x32, cand, lo32, hi32, bool(integer[j]),
                                                             lim, s, cache)
