@@ -197,7 +197,15 @@ def load_config(name_or_path: str | os.PathLike = "demo") -> AnalysisConfig:
         raise AuditError(f"{_show(path)}: not valid YAML: {one_line}") from None
     if not isinstance(raw, dict):
         raise AuditError(f"{_show(path)}: the top level must be a mapping of keys")
-    return _Validator(path, raw).build()
+    cfg = _Validator(path, raw).build()
+    # the statistical settings of later stages, checked now: nothing runs on a broken file
+    from analysis.stage_settings import validate_stage_settings
+
+    try:
+        validate_stage_settings(cfg)
+    except AuditError as err:
+        raise AuditError(f"{_show(path)}: {err}") from None
+    return cfg
 
 
 def _show(path: Path) -> str:

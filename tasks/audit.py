@@ -4,15 +4,13 @@ systematics and attacks and writes the report folder (summary.json, report.html,
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import law
 import luigi
 
 from tasks.attacks import AttackBranches, AttackSystematic, CalibrateChecks, RandomControl, ValidateAttack
-from tasks.base import AuditTask, short_hash
+from tasks.base import AuditTask, atomic_directory, short_hash
 from tasks.fits import BuildLikelihood, MeasureImpacts, PseudoExperiments
 from tasks.training import EvaluateModel, TrainModel, load_sample
 
@@ -54,11 +52,7 @@ class AttackAudit(AuditTask):
 
         cfg = self.cfg
         out = Path(self.output().path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            tmp.mkdir()
+        with atomic_directory(out) as tmp:
             sample = load_sample(self)
             systematics, attacks = attacked_systematics(cfg), configured_attacks(cfg)
             models = {m: self._model_inputs(i, m, sample) for i, m in enumerate(cfg.models)}
@@ -68,9 +62,6 @@ class AttackAudit(AuditTask):
                                    models=entries, figures=figures, config_path=str(cfg.path))
             write_summary(summary, tmp / "summary.json")
             write_html(summary, tmp, tmp / "report.html")
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         table = console_table(summary)
         print("\n" + table + f"\nreport: {out / 'report.html'}\n")
         self.publish_message(table)
