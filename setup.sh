@@ -28,14 +28,15 @@ _audit_setup() {
 
     # reinstall only when the dependency list changed since the last install
     local stamp="$venv/.audit-installed"
-    if [ ! -f "$stamp" ] || [ "$base/pyproject.toml" -nt "$stamp" ]; then
+    if [ ! -f "$stamp" ] || [ "$base/pyproject.toml" -nt "$stamp" ] || [ "$base/benchmarks/requirements-nodeps.txt" -nt "$stamp" ]; then
         echo "setup.sh: installing the project and its dependencies into $venv (a few minutes the first time)"
         local log="$venv/install.log"
-        # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build;
-        # torchattacks (the anchor of benchmarks/attacks.py) without its torchvision requirement
+        # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build; the extras
+        # for the tests, benchmarks and batch validation; torchattacks (the anchor of
+        # benchmarks/attacks.py) without its torchvision requirement
         if ! { python -m pip install --upgrade pip && python -m pip install "torch==2.13.0" \
-                && python -m pip install -e "$base" \
-                && python -m pip install --no-deps "torchattacks==3.5.1"; } >"$log" 2>&1; then
+                && python -m pip install -e "$base[test,bench,batch]" \
+                && python -m pip install --no-deps -r "$base/benchmarks/requirements-nodeps.txt"; } >"$log" 2>&1; then
             tail -n 30 "$log"
             echo "setup.sh: installation failed, full log in $log"
             return 1
