@@ -154,6 +154,8 @@ class NuisanceField:
             texts.append(f"{name}: {th[0]:+.2f} sigma at {g[0]:.4g}, {th[-1]:+.2f} sigma at {g[-1]:.4g} "
                          f"(min {th.min():+.2f} at {g[int(np.argmin(th))]:.4g}, max {th.max():+.2f} at "
                          f"{g[int(np.argmax(th))]:.4g})")
+        if all(t.numel() == 1 for t in self.knots):  # a constant field (the standard shift scaled)
+            texts = [f"theta = {float(self.theta(torch.zeros(1, len(self.columns)))[0]):+.2f} sigma everywhere"]
         return {"inputs": self.inputs, "k": self.k, "per_input": per_input, "theta_min": lo_all, "theta_max": hi_all,
                 "max_slope_per_sd": max((v["max_slope_per_sd"] for v in per_input.values()), default=0.0),
                 "roughness": max((v["roughness"] for v in per_input.values()), default=0.0),

@@ -48,7 +48,8 @@ def attack_from_config(entry: dict) -> Attack:
 
 
 def run_attack(name: str, model, x, envelope, objective: str = "shift_output", labels=None, weights=None,
-               seed: int = 0, mask=None, event_keys=None, **settings):
-    """One-call form: ``make_attack(name).attack(...)``."""
-    return make_attack(name).attack(model, x, envelope, objective, labels=labels, weights=weights, seed=seed,
-                                    mask=mask, event_keys=event_keys, **settings)
+               seed: int = 0, mask=None, event_keys=None, objective_mask=None, **settings):
+    """One-call form: ``make_attack(name, **settings).attack(...)``."""
+    atk = make_attack(name, **settings)
+    return atk.attack(model, x, envelope, objective, labels=labels, weights=weights, seed=seed, mask=mask,
+                      event_keys=event_keys, objective_mask=objective_mask)
