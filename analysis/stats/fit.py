@@ -361,6 +361,9 @@ def _matvec(hess, x, Q: int) -> torch.Tensor:
     return torch.cat([yQ, yG], dim=1)
 
 
+_SINGULAR_PIVOT = 1e-11
+
+
 def _solve(hess, rhs, act, Q: int, damp=None):
     """Solve H_act x_act = rhs_act (x = 0 elsewhere) by eliminating the diagonal gamma
     block (Schur complement). Returns (x, positive_definite, (S_chol, Cd, d))."""
@@ -376,7 +379,11 @@ def _solve(hess, rhs, act, Q: int, damp=None):
     Cd = C / d[:, None, :]
     S = HQQ - torch.einsum("nqg,nrg->nqr", Cd, C)
     L, info = torch.linalg.cholesky_ex(S)
-    pd = (info == 0) & (d > 0).all(-1)
+    # a numerically singular S (e.g. two parameters with identical effects) can pass the
+    # factorisation by round-off: its smallest pivot relative to the diagonal is then at the
+    # level of float64 precision, and the solution and uncertainties are meaningless
+    pivots = torch.diagonal(L, dim1=1, dim2=2) ** 2 / torch.diagonal(S, dim1=1, dim2=2).abs().clamp(min=1e-300)
+    pd = (info == 0) & (d > 0).all(-1) & (torch.nan_to_num(pivots, nan=0.0).amin(-1) > _SINGULAR_PIVOT)
     rQ = torch.where(actQ, rhs[:, :Q], torch.zeros_like(rhs[:, :Q]))
     rG = torch.where(actG, rhs[:, Q:], torch.zeros_like(rhs[:, Q:]))
     xQ = torch.cholesky_solve((rQ - torch.einsum("nqg,ng->nq", Cd, rG))[:, :, None], L)[:, :, 0]
