@@ -179,6 +179,9 @@ def make_attack(cfg: AnalysisConfig, attack_name: str):
     spec = dict(cfg.attacks[attack_name])
     kind = spec.pop("type", attack_name)
     objective = spec.pop("objective", cfg.audit.get("objective", "shift_output"))
+    if kind == "fgsm":
+        # relative steps for momenta, absolute for angles: by the feature's kind, not its name
+        spec.setdefault("feature_kinds", feature_kinds(cfg))
     return get_attack_class(kind)(**spec), objective
 
 

@@ -80,6 +80,11 @@ class AttackBranches(AuditWorkflow):
         audit = {k: v for k, v in self.cfg.audit.items() if k not in ("systematics", "attacks")}
         parts = [model_hash, self.cfg.raw["attacks"][b["attack"]], self.cfg.raw["systematics"][b["systematic"]],
                  audit, self.cfg.seed]
+        if self.cfg.attacks[b["attack"]].get("type", b["attack"]) == "fgsm":
+            from analysis.attack_stage import feature_kinds
+
+            # FGSM steps relatively or absolutely by the features' kinds, resolved from the config
+            parts.append(feature_kinds(self.cfg))
         if self.uses_monitor():
             # a monitored attack's result depends on the visibility test it is monitored with
             parts.append(CalibrateChecks.req(self, branch=self.model_branch()).calibration_hash())
