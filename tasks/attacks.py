@@ -17,6 +17,11 @@ from tasks.base import AuditWorkflow, atomic_path, short_hash, write_json_atomic
 from tasks.training import ModelWorkflow, TrainModel, load_sample
 
 
+# the audit settings an attack's result depends on (the lists of systematics and attacks, the
+# verdict and the null ensemble do not change any attack)
+ATTACK_AUDIT_KEYS = ("n_sigma", "objective")
+
+
 def load_calibration(target):
     from analysis.visibility import Calibration
 
@@ -77,7 +82,7 @@ class AttackBranches(AuditWorkflow):
     def attack_hash(self) -> str:
         b = self.branch_data
         model_hash = TrainModel.req(self, branch=self.model_branch()).model_hash()
-        audit = {k: v for k, v in self.cfg.audit.items() if k not in ("systematics", "attacks")}
+        audit = {k: v for k, v in self.cfg.audit.items() if k in ATTACK_AUDIT_KEYS}
         parts = [model_hash, self.cfg.raw["attacks"][b["attack"]], self.cfg.raw["systematics"][b["systematic"]],
                  audit, self.cfg.seed]
         if self.cfg.attacks[b["attack"]].get("type", b["attack"]) == "fgsm":
@@ -216,10 +221,13 @@ class RandomControl(AuditWorkflow):
                 "calibration": CalibrateChecks.req(self, branch=self.model_branch())}
 
     def output(self):
+        from analysis.null_stage import random_control_name
+
         b = self.branch_data
         calibration = CalibrateChecks.req(self, branch=self.model_branch()).calibration_hash()
-        h = short_hash([calibration, self.cfg.raw["systematics"][b["systematic"]], self.cfg.raw.get("audit"),
-                        self.cfg.raw.get("fit"), self.cfg.raw.get("attacks", {}).get("random")])
+        audit = {k: v for k, v in self.cfg.audit.items() if k in ATTACK_AUDIT_KEYS + ("null_seeds",)}
+        h = short_hash([calibration, self.cfg.raw["systematics"][b["systematic"]], audit, self.cfg.raw.get("fit"),
+                        self.cfg.raw.get("attacks", {}).get(random_control_name(self.cfg)), self.cfg.seed])
         return self.local_target(b["model"], b["systematic"], h, "random_control.json")
 
     def run(self):

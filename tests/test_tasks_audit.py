@@ -47,7 +47,7 @@ def test_summary_content(audit):
         power_max = model["calibration"]["power_max"]
         assert set(model["systematics"]) == {"tau_es", "jet_es"}
         for syst in model["systematics"].values():
-            assert set(syst["attacks"]) == {"random", "pgd", "nuisance_pgd", "conservattack"}
+            assert set(syst["attacks"]) == {"random", "pgd", "nuisance_pgd", "conservattack", "nuisance_field"}
             for attack in syst["attacks"].values():
                 assert isinstance(attack["power"], float) and 0.0 <= attack["power"] <= 1.0
                 assert isinstance(attack["hidden"], bool) and attack["hidden"] == (attack["power"] <= power_max)
