@@ -314,7 +314,7 @@ def model_figures(cfg, mname: str, inputs, model_summary: dict, sample, outputs:
         variations = {s: {d: {p: v for p, v in per_process(f"{s}_{d}", outputs[f"{s}_{d}"]).items() if p in nominal}
                           for d in ("up", "down")}
                       for s in sample.shift_names()}
-        attacked = per_process(NOMINAL, attacked_out, membership, attacked_w)
+        attacked = {p: v for p, v in per_process(NOMINAL, attacked_out, membership, attacked_w).items() if p in nominal}
         if not any(n not in signal for n in nominal):
             continue  # no background in this region: nothing to compare
         figures.append(figure_nn_output(mname, region, nominal, variations, signal, report_dir,

@@ -1,5 +1,5 @@
 """Adversarial attacks on the classifier, confined to systematic envelopes, with hidden-ness
-checks and metrics (../shared/SCIENCE.md sections 3-4, ../shared/DESIGN.md "Envelope",
+checks and metrics (docs/science.md sections 3-4, docs/audit.md "A mismodelling is a property of the simulation",
 "Attack", "Check").
 
 Modules

@@ -2,7 +2,7 @@
 
 An attack takes (model, events x, envelope, objective, labels, weights, seed, settings) and
 returns an ``AttackResult`` with the perturbed events ``x_adv`` and extra information
-(../shared/DESIGN.md "Attack"). Every attack
+(docs/audit.md "Attack"). Every attack
 
 * runs batched on the device the model is on (chunks of ``batch_size`` events);
 * is deterministic for a seed: random numbers are counter-based, derived from the seed and a

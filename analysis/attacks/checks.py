@@ -1,6 +1,6 @@
 """Hidden-ness checks: would an analyst's standard validation notice the attacked sample?
 
-The checks of ../shared/SCIENCE.md section 4, each comparing the attacked sample with the
+The checks of docs/science.md section 4, each comparing the attacked sample with the
 nominal one in a region (control regions at least):
 
 ``ks``              per-feature weighted two-sample Kolmogorov-Smirnov statistic;

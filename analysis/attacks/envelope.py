@@ -1,6 +1,6 @@
 """Envelopes: how far a systematic may move each feature of each event.
 
-The design follows ../shared/DESIGN.md ("Envelope"). The allowed region for one event is a
+The design follows docs/audit.md ("Envelope"). The allowed region for one event is a
 per-feature box (a weighted L-infinity ball, as the per-feature ``eps`` of the Adversarial
 Robustness Toolbox), built from one of two sources:
 

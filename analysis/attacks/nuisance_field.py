@@ -1,6 +1,6 @@
 """Smooth nuisance-field attack: the nuisance parameter as a smooth function of physics inputs.
 
-The most physical hidden mismodelling (../shared/SCIENCE.md section 3; the universal,
+The most physical hidden mismodelling (docs/science.md section 3; the universal,
 smooth mapping of Nachman & Shimmin's adversarial network, in nuisance space): instead of
 one theta per event (``nuisance_pgd``) or one theta for all events (the standard +-1 sigma
 systematic), theta is a smooth, bounded function of a few physical variables the user

@@ -1,6 +1,6 @@
 """PGD in nuisance space: one theta per event in [-k, k].
 
-The nuisance-space view of ../shared/DESIGN.md ("Envelope"): the event's features are
+The nuisance-space view of docs/audit.md ("Envelope"): the event's features are
 x(theta) = nominal + theta * (up - nominal) for theta >= 0 and nominal - theta * (down -
 nominal) below (piecewise linear between the event's own down, nominal and up variants).
 The standard systematic is theta = +-1 for all events; this attack lets theta vary per

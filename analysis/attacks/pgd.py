@@ -2,7 +2,7 @@
 
 Madry et al. (2018) PGD with a weighted L-infinity ball: the per-feature ``eps`` of the
 Adversarial Robustness Toolbox becomes the per-event box [lower, upper] of the systematic
-(../shared/SCIENCE.md section 3.3). Sign-gradient ascent of the per-event objective with a
+(docs/science.md section 3.3). Sign-gradient ascent of the per-event objective with a
 step of ``step_fraction`` times the box width, projection after every step, optional uniform
 random start inside the box (counter-based noise, so independent of batching). The best
 point seen per event is returned (the objective is evaluated at every iterate anyway).

@@ -1,6 +1,6 @@
 """Random perturbation, uniform inside the envelope box: the control.
 
-Any real attack must move the NN output much more than this (../shared/SCIENCE.md section
+Any real attack must move the NN output much more than this (docs/science.md section
 3.1). Integer features get a (nearly uniform) random integer inside their box. The random
 numbers are counter-based (seed, event key, feature), so results do not depend on batching.
 """

@@ -1,5 +1,5 @@
 """Data-visibility tests: would a mismodelling of the simulation be visible in data at the
-analysis luminosity? (../shared/SCIENCE.md section 8.)
+analysis luminosity? (docs/science.md section 4.)
 
     settings = VisibilitySettings.from_config(checks_dict, known_other_keys=...)
     looks = build_looks(x_nominal, weights, in_region, feature_names, control_regions, settings, nn_output)

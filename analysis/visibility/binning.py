@@ -5,7 +5,7 @@ bins of the nominal in that region (equal expected yield: weighted quantiles of 
 bin carries information, and they are merged until each expects at least ``min_expected``
 events and holds at least ``min_effective`` effective MC events (sum w)^2 / sum w^2 (a few
 heavy events do not make a bin), so that the Pearson statistic follows its chi2 asymptotics
-(../shared/SCIENCE.md section 8). Discrete features get the unique quantile edges (a value on an edge belongs to the
+(docs/science.md section 4). Discrete features get the unique quantile edges (a value on an edge belongs to the
 upper bin, so an integer feature is never split), at least one bin.
 
 Bins are described by the internal edges of each axis (``np.searchsorted(edges, x, 'right')``

@@ -1,6 +1,6 @@
 """The global data-visibility test, calibrated with null toys, and the power of a shift.
 
-Global test (../shared/SCIENCE.md section 8, "Many looks"): reject "data = nominal" when the
+Global test (docs/science.md section 4, "Many looks"): reject "data = nominal" when the
 smallest p-value over all looks of all regions is below p*. p* is calibrated on null toys
 (analysis.visibility.pseudodata) as the alpha-quantile of the minimum p-value: the k-th
 smallest of n toys with k = floor(alpha (n + 1)), so that a new, independent toy falls below it

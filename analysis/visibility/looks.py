@@ -1,6 +1,6 @@
 """Looks: the binned views of the simulation that a data-visibility test compares with data.
 
-A *look* is one binning of the events of one region (../shared/SCIENCE.md section 8):
+A *look* is one binning of the events of one region (docs/science.md section 4):
 
 * ``feature``: one feature, equal-population bins of the nominal in that region (``n_bins``),
   merged until every bin expects >= ``min_expected`` events (analysis.visibility.binning);

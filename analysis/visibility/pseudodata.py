@@ -1,6 +1,6 @@
 """Null pseudo-data at event level: what data would look like if the nominal simulation were true.
 
-Per toy t and simulated event i (../shared/SCIENCE.md section 8):
+Per toy t and simulated event i (docs/science.md section 4):
 
     b_ti ~ Poisson(1)                          the truth differs from the finite MC (bootstrap)
     c_ti ~ sign(w_i) Poisson(|w_i| b_ti)      data events coming from that MC event

@@ -1,7 +1,7 @@
 """Settings of the data-visibility tests, validated once from the ``checks`` section of a config.
 
 The data-visibility tests answer "would this mismodelling be visible in data at the analysis
-luminosity?" (../shared/SCIENCE.md section 8, "Statistics of a verdict"). Their knobs:
+luminosity?" (docs/science.md section 4, "Statistics of a verdict"). Their knobs:
 
 * ``alpha`` (0.05): size of the global test (false-alarm rate of "any look rejects").
 * ``power_max`` (0.5): a shift is *hidden* when the global test's power is at most this.

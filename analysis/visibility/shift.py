@@ -31,7 +31,7 @@ For a coherent shift (d_k^2 >> v_k) all corrections agree; "none" uses the raw d
 
 Rows in neither the region before nor after contribute nothing there; events migrating into or
 out of a region (or the selection) count as moving into or out of their bin
-(../shared/SCIENCE.md section 8).
+(docs/science.md section 4).
 """
 
 from __future__ import annotations

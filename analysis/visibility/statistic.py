@@ -6,7 +6,7 @@ analysis.visibility.looks),
     T = sum_k (N_k - m_k)^2 / (m_k + s_k^2)
 
 is Pearson's statistic with the MC statistical variance added to the data's Poisson variance
-(../shared/SCIENCE.md section 8). The counts are absolute (the luminosity is known), so under
+(docs/science.md section 4). The counts are absolute (the luminosity is known), so under
 "data = nominal" T follows chi2 with ndf = number of bins asymptotically; when the truth is
 shifted by delta_k per bin, T follows the non-central chi2(ndf, lambda) with
 lambda = sum_k delta_k^2 / (m_k + s_k^2). Toys (analysis.visibility.calibration) check both.
