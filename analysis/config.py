@@ -138,6 +138,8 @@ def resolve_dataset_files(dataset: Dataset, config: AnalysisConfig) -> list[Path
     where = _show(Path(config.path))
     out: list[Path] = []
     for text in dataset.raw_files or dataset.files:
+        # ${VAR:-default}: the variable if set, else the default (as in the shell)
+        text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m.group(1)) or m.group(2), text)
         text = os.path.expanduser(os.path.expandvars(text))
         unset = re.findall(r"\$\{?(\w+)\}?", text)
         if unset:

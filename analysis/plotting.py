@@ -11,7 +11,7 @@ Styles: ``style=None`` (default) is an experiment-neutral style (no experiment l
 the experiment's "Simulation" label. The style is entered with a context manager
 (``plot_style``) around the construction of one figure, so no rc parameter leaks out.
 
-The figures are those of the audit report (issue 6), after the papers cited in
+The figures are those of the audit report, after the papers cited in
 docs/science.md:
 
 ``feature_comparison``   a feature nominal vs attacked with the standard +-1 sigma band and a
