@@ -228,3 +228,40 @@ def augmented_workspace(cfg: AnalysisConfig, sample: EventSample, m: ModelInputs
     return {"augmented_workspace": rel, "augmented_parameter": info["parameter"],
             "expected_sigma_mu_without_hidden": _finite(info["sigma_mu_without"]),
             "expected_sigma_mu_with_hidden": _finite(info["sigma_mu_with"])}
+
+
+def input_summary(cutflows: dict[str, dict]) -> dict:
+    """Per dataset, from MergeFeatures' cutflow.json: selected events, yield and the weight
+    sanity figures (effective sample size, largest single-event weight share, problems)."""
+    out = {}
+    for name, c in cutflows.items():
+        ws = c.get("weight_sanity") or {}
+        def number(key):
+            return None if ws.get(key) is None else _finite(ws[key])
+
+        out[name] = {"n_selected": ws.get("n_selected"), "yield": number("sum_weights"),
+                     "effective_sample_size": number("effective_sample_size"),
+                     "max_weight_share": number("max_weight_share"),
+            "problems": [str(p) for p in ws.get("problems", [])]}
+    return out
+
+
+def fit_warnings(models: dict) -> list[str]:
+    """Flags of degenerate fits, for the report's notes: nominal pull widths far from 1 and
+    identical impacts across model variants (a sign that the fit sees none of the network)."""
+    notes = []
+    for name, m in models.items():
+        c = m["closure"]
+        if abs(c["pull_width"] - 1.0) > max(0.2, 3 * c.get("pull_width_unc", 0.0)):
+            notes.append(f"model {name}: the nominal toys' pull width is {c['pull_width']:.2f} +- "
+                         f"{c.get('pull_width_unc', 0.0):.2f}, far from 1: the fit's uncertainties are not trustworthy")
+    names = list(models)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            sa, sb = models[a]["systematics"], models[b]["systematics"]
+            common = [s for s in sa if s in sb]
+            if common and all(math.isclose(sa[s]["standard_impact_mu"], sb[s]["standard_impact_mu"], rel_tol=1e-9)
+                              for s in common):
+                notes.append(f"models {a} and {b} have identical quoted impacts for every systematic: "
+                             "the fit does not depend on the network (check the inputs and the weights)")
+    return notes

@@ -751,6 +751,15 @@ def render_html(summary: Mapping, figures_dir) -> str:
     ]
     if summary.get("notes"):
         body.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in summary["notes"]) + "</ul>")
+    if summary.get("inputs"):
+        rows = "".join(
+            f"<tr><td class=name>{_e(d)}</td><td>{i['n_selected']}</td><td>{_fmt(i['yield'], '.4g')}</td>"
+            f"<td>{_fmt(i['effective_sample_size'], '.4g')}</td><td>{_fmt(i['max_weight_share'], '.3g')}</td>"
+            f"<td class=name>{_e('; '.join(i['problems']) or 'none')}</td></tr>"
+            for d, i in summary["inputs"].items())
+        body.append('<h2 id="inputs">Inputs</h2><table><tr><th class=name>dataset</th><th>selected events</th>'
+                    "<th>yield</th><th>effective MC events</th><th>largest weight share</th>"
+                    f"<th class=name>weight problems</th></tr>{rows}</table>")
     body.append('<h2 id="results">Results per model</h2>')
     for mname, m in summary["models"].items():
         body.append(_model_table(mname, m))

@@ -12,6 +12,7 @@ import luigi
 from tasks.attacks import AttackBranches, AttackSystematic, CalibrateChecks, RandomControl, ValidateAttack
 from tasks.base import AuditTask, atomic_directory, short_hash
 from tasks.fits import BuildLikelihood, MeasureImpacts, PseudoExperiments
+from tasks.data import MergeFeatures
 from tasks.training import EvaluateModel, TrainModel, load_sample
 
 
@@ -47,7 +48,7 @@ class AttackAudit(AuditTask):
     def run(self):
         from analysis import __version__
         from analysis.attack_stage import attacked_systematics, configured_attacks
-        from analysis.audit_stage import assemble
+        from analysis.audit_stage import assemble, fit_warnings, input_summary
         from analysis.report import console_table, make_summary, write_html, write_summary
 
         cfg = self.cfg
@@ -58,8 +59,11 @@ class AttackAudit(AuditTask):
             models = {m: self._model_inputs(i, m, sample) for i, m in enumerate(cfg.models)}
             style = None if self.plot_style == "neutral" else self.plot_style
             entries, figures = assemble(cfg, sample, models, systematics, attacks, tmp, style)
+            cutflows = {t["cutflow"].path.split("/")[-3]: _json(t["cutflow"])
+                        for t in MergeFeatures.req(self, branch=-1).output()["collection"].targets.values()}
             summary = make_summary(tool_version=__version__, config=cfg.name, version=self.version,
-                                   models=entries, figures=figures, config_path=str(cfg.path))
+                                   models=entries, figures=figures, config_path=str(cfg.path),
+                                   inputs=input_summary(cutflows), notes=fit_warnings(entries))
             write_summary(summary, tmp / "summary.json")
             write_html(summary, tmp, tmp / "report.html")
         table = console_table(summary)
