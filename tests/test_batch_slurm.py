@@ -295,7 +295,8 @@ def test_slurm_failed_job_log_tail_reaches_the_user(tmp_path, slurm_cluster, sma
     assert logs and all(Path(p).is_file() for p in logs), out[-4000:]
     assert "last lines of the log" in out
     assert "job script exit code 60: task execution failed" in out
-    assert re.search(r"\| .*(NotADirectoryError|FileExistsError|Not a directory|File exists)", out), out[-4000:]
+    assert re.search(r"\| .*(NotADirectoryError|FileExistsError|Not a directory|File exists|is a file, not a folder|"
+                     r"exists and is not a folder)", out), out[-4000:]
     # --retries 1: the failing job ran twice, both attempts in its log
     failing_log = Path(logs[0]).read_text(errors="replace")
     assert failing_log.count("execute attempt 1") == 2
