@@ -14,7 +14,7 @@ import numpy as np
 
 from analysis.attack_stage import region_arrays, regions_from_arrays
 from tasks.base import AuditWorkflow, atomic_path, short_hash, write_json_atomic
-from tasks.training import ModelWorkflow, TrainModel, load_sample
+from tasks.training import TrainedModelWorkflow, TrainModel, load_sample
 
 
 # the audit settings an attack's result depends on (the lists of systematics and attacks, the
@@ -28,18 +28,21 @@ def load_calibration(target):
     return Calibration.load(target.path)
 
 
-class CalibrateChecks(ModelWorkflow):
+def model_sample_calibration(task):
+    """(network, sample, calibration) of an attack-stage branch whose inputs hold its model
+    ("model") and its model's calibration ("calibration")."""
+    from analysis.ml.modelio import load_model
+
+    sample = load_sample(task)
+    inputs = task.input()
+    model, _ = load_model(inputs["model"]["model"].path, available_features=sample.features)
+    return model, sample, load_calibration(inputs["calibration"]["calibration"])
+
+
+class CalibrateChecks(TrainedModelWorkflow):
     """Per model: the data-visibility test calibrated on pseudo-data drawn from the nominal
     simulation at the analysis luminosity (threshold of the global test, false-alarm rates),
     and the power of every standard +-1 sigma shift."""
-
-    def workflow_requires(self):
-        reqs = super().workflow_requires()
-        reqs["models"] = TrainModel.req(self, branch=-1)
-        return reqs
-
-    def requires(self):
-        return TrainModel.req(self, branch=self.branch)
 
     def calibration_hash(self) -> str:
         return short_hash([self.model_hash(), self.cfg.raw.get("checks"), self.cfg.seed])
@@ -173,13 +176,10 @@ class ValidateAttack(AttackBranches):
 
     def run(self):
         from analysis.attack_stage import validate_attack
-        from analysis.ml.modelio import load_model
 
         b = self.branch_data
-        sample = load_sample(self)
+        model, sample, calibration = model_sample_calibration(self)
         inputs = self.input()
-        model, _ = load_model(inputs["model"]["model"].path, available_features=sample.features)
-        calibration = load_calibration(inputs["calibration"]["calibration"])
         with np.load(inputs["attack"]["events"].path) as f:
             rows, x_adv, regions = f["rows"], f["x_adv"], regions_from_arrays(f)
             eval_w = f["eval_weights"] if "eval_weights" in f.files else None
@@ -232,13 +232,9 @@ class RandomControl(AuditWorkflow):
 
     def run(self):
         from analysis.null_stage import random_control
-        from analysis.ml.modelio import load_model
 
         b = self.branch_data
-        sample = load_sample(self)
-        inputs = self.input()
-        model, _ = load_model(inputs["model"]["model"].path, available_features=sample.features)
-        calibration = load_calibration(inputs["calibration"]["calibration"])
+        model, sample, calibration = model_sample_calibration(self)
         result = random_control(model, sample, self.cfg, b["model"], b["systematic"], calibration)
         write_json_atomic(self.output(), {**b, **result})
         self.publish_message(f"{b['model']}/{b['systematic']}: random control hidden in "

@@ -13,7 +13,7 @@ from analysis.errors import AuditError
 from analysis.seeds import derive_seed
 from tasks.attacks import AttackBranches, ValidateAttack
 from tasks.base import AuditWorkflow, atomic_path, short_hash, write_json_atomic
-from tasks.training import ModelWorkflow, TrainModel, load_sample
+from tasks.training import ModelWorkflow, TrainedModelWorkflow, TrainModel, load_sample
 
 
 def _json_ready(obj):
@@ -28,17 +28,9 @@ def _json_ready(obj):
     return obj
 
 
-class BuildLikelihood(ModelWorkflow):
+class BuildLikelihood(TrainedModelWorkflow):
     """Per model: binned likelihood from NN-output templates (pyhf workspace exported) and the
     expected yields of the nominal and standard +-1 sigma scenarios."""
-
-    def workflow_requires(self):
-        reqs = super().workflow_requires()
-        reqs["models"] = TrainModel.req(self, branch=-1)
-        return reqs
-
-    def requires(self):
-        return TrainModel.req(self, branch=self.branch)
 
     def output(self):
         h = short_hash([self.model_hash(), self.cfg.raw.get("fit"), self.cfg.raw.get("systematics")])

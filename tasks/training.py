@@ -120,3 +120,15 @@ class EvaluateModel(ModelWorkflow):
             raise AuditError(f"model '{self.model_name}': AUC is undefined (one class missing in the test split)")
         write_json_atomic(self.output(), result)
         self.publish_message(f"model {self.model_name}: AUC {result['auc']:.4f}")
+
+
+class TrainedModelWorkflow(ModelWorkflow):
+    """A per-model workflow whose branch needs its model's TrainModel output."""
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["models"] = TrainModel.req(self, branch=-1)
+        return reqs
+
+    def requires(self):
+        return TrainModel.req(self, branch=self.branch)
