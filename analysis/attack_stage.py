@@ -120,14 +120,41 @@ def configured_attacks(cfg: AnalysisConfig) -> list[str]:
     return list(names)
 
 
+# bump when the rule that turns variants into an envelope changes: attack outputs are keyed by it
+ENVELOPE_RULE = "continuous-variants-v2"
+
+
+def continuous_variant(nominal: np.ndarray, variant: np.ndarray, integer: list[int]) -> np.ndarray:
+    """The variant where it is a continuous deformation of the event, else the nominal.
+
+    Where a shift changes an integer feature of an event (a jet crosses the pt threshold, so
+    the jet multiplicity changes), the variant is another object configuration, not a scaled
+    version of the event: the features of the appearing or vanishing object jump between a
+    filler and a real value (jet1_eta 0 -> 1.7, jet1_pt 0 -> 31 GeV). A box between the two
+    contains unphysical events (a 15 GeV jet in an event with no jet), which even the random
+    control fills, so that direction is dropped for that event: the attack may deform the event
+    continuously but not invent or remove objects."""
+    out = np.array(variant, dtype=nominal.dtype, copy=True)
+    if integer:
+        jumps = (np.nan_to_num(variant[:, integer], nan=np.inf) != nominal[:, integer]).any(axis=1)
+        out[jumps] = nominal[jumps]
+    return out
+
+
 def build_envelope(sample: EventSample, rows: np.ndarray, cfg: AnalysisConfig, systematic: str):
+    """The systematic's envelope of the attacked rows: the box spanned by each event's down,
+    nominal and up variants (continuous deformations only, see ``continuous_variant``),
+    scaled by ``audit.n_sigma``."""
     from analysis.attacks.envelope import Envelope
 
     up, down = f"{systematic}_up", f"{systematic}_down"
     if up not in sample.variants:
         raise AuditError(f"systematic '{systematic}' has no shifted variants in the feature tables")
+    nominal = sample.X[NOMINAL][rows]
+    integer = [sample.features.index(f) for f in integer_features(cfg) if f in sample.features]
     return Envelope.from_variants(
-        sample.X[NOMINAL][rows], sample.X[up][rows], sample.X[down][rows],
+        nominal, continuous_variant(nominal, sample.X[up][rows], integer),
+        continuous_variant(nominal, sample.X[down][rows], integer),
         n_sigma=float(cfg.audit.get("n_sigma", 1.0)), integer_features=integer_features(cfg),
         feature_names=sample.features, systematic=systematic, missing="fixed",
     )

@@ -86,8 +86,10 @@ class AttackBranches(AuditWorkflow):
         b = self.branch_data
         model_hash = TrainModel.req(self, branch=self.model_branch()).model_hash()
         audit = {k: v for k, v in self.cfg.audit.items() if k in ATTACK_AUDIT_KEYS}
+        from analysis.attack_stage import ENVELOPE_RULE
+
         parts = [model_hash, self.cfg.raw["attacks"][b["attack"]], self.cfg.raw["systematics"][b["systematic"]],
-                 audit, self.cfg.seed]
+                 audit, self.cfg.seed, ENVELOPE_RULE]
         if self.cfg.attacks[b["attack"]].get("type", b["attack"]) == "fgsm":
             from analysis.attack_stage import feature_kinds
 
@@ -226,8 +228,11 @@ class RandomControl(AuditWorkflow):
         b = self.branch_data
         calibration = CalibrateChecks.req(self, branch=self.model_branch()).calibration_hash()
         audit = {k: v for k, v in self.cfg.audit.items() if k in ATTACK_AUDIT_KEYS + ("null_seeds",)}
+        from analysis.attack_stage import ENVELOPE_RULE
+
         h = short_hash([calibration, self.cfg.raw["systematics"][b["systematic"]], audit, self.cfg.raw.get("fit"),
-                        self.cfg.raw.get("attacks", {}).get(random_control_name(self.cfg)), self.cfg.seed])
+                        self.cfg.raw.get("attacks", {}).get(random_control_name(self.cfg)), self.cfg.seed,
+                        ENVELOPE_RULE])
         return self.local_target(b["model"], b["systematic"], h, "random_control.json")
 
     def run(self):
