@@ -128,3 +128,16 @@ def test_universal_attacks_are_fitted_on_one_half_and_judged_on_the_other(setup)
     moved = (out.x_adv != s.X[NOMINAL][out.rows]).any(axis=1)
     assert moved[half].mean() > 0.9 and moved[~half].mean() > 0.9
     assert out.metrics["n_events_judged"] == int((~half).sum())
+
+
+def test_a_shift_that_changes_an_integer_feature_is_no_continuous_direction():
+    from analysis.attack_stage import continuous_variant
+
+    # features: n_jets, jet1_pt, jet1_eta; event 0 gains a jet in the variant, event 1 only scales
+    nominal = np.array([[0, 0.0, 0.0], [1, 40.0, 1.2]], dtype=np.float32)
+    variant = np.array([[1, 31.0, 1.7], [1, 42.0, 1.2]], dtype=np.float32)
+    out = continuous_variant(nominal, variant, [0])
+    assert out[0].tolist() == nominal[0].tolist()   # no box between "no jet" and "a 31 GeV jet"
+    assert out[1].tolist() == variant[1].tolist()
+    assert variant[0].tolist() == [1, 31.0, 1.7]     # inputs untouched
+    assert np.array_equal(continuous_variant(nominal, variant, []), variant)
