@@ -216,7 +216,8 @@ def test_nanoaod_paths_resolve_like_flat_inputs(shared_data, tmp_path, monkeypat
     (path.parent / "data").mkdir()
     (path.parent / "data" / "local.root").write_bytes(b"x")
     cfg = load_config(path)
-    assert resolve_dataset_files(cfg.datasets["ztt"], cfg) == [nano / "nano_dy.root", nano / "nano_dy_empty.root"]
+    assert resolve_dataset_files(cfg.datasets["ztt"], cfg) == [(nano / "nano_dy.root").resolve(),
+                                                              (nano / "nano_dy_empty.root").resolve()]
     # relative to the config's folder, not the working directory
     other = tmp_path / "elsewhere"
     other.mkdir()
