@@ -116,11 +116,14 @@ def figure_impacts(summary_models: dict, directory: Path, style=None) -> list[di
             [m["systematics"][s]["largest_hidden_impact_mu"] for s in systs],
             [m["systematics"][s]["verdict"] for s in systs],
             attacks=[m["systematics"][s]["responsible_attack"] for s in systs],
+            standard_unc=[m["systematics"][s]["standard_impact_mu_unc"] for s in systs],
+            hidden_unc=[m["systematics"][s]["largest_hidden_impact_mu_unc"] for s in systs],
             title=f"model {model}", style=style)
         name = f"impacts_{model}"
         out.append(figure_entry(name, plotting.save_figure(fig, directory / "figures", name), directory,
-                                f"Standard +-1 sigma impact on mu vs the largest impact of an attack that "
-                                f"passed every check, per systematic (model {model})."))
+                                f"Quoted impact on mu vs the largest impact of an attack that data would not see, "
+                                f"per systematic, each +- its MC-statistics uncertainty, with the verdict "
+                                f"(model {model})."))
     return out
 
 

@@ -837,10 +837,13 @@ def impact_summary(
     verdicts: Sequence[str],
     *,
     attacks: Sequence[str | None] | None = None,
+    standard_unc=None,
+    hidden_unc=None,
     title: str = "",
     style: str | None = None,
 ) -> Figure:
-    """Standard vs largest hidden impact on mu per systematic (horizontal bars).
+    """Standard vs largest hidden impact on mu per systematic (horizontal bars), with their
+    uncertainties as error bars when ``standard_unc`` / ``hidden_unc`` are given.
 
     ``hidden_impact`` entries may be None / NaN ("no hidden attack found", written on the
     row). Systematics whose verdict is "larger than quoted" get a red,
@@ -868,36 +871,45 @@ def impact_summary(
     ax = fig.subplots()
     y = np.arange(n)[::-1]
     h = 0.38
-    ax.barh(y + h / 2, std, height=h, color=BAND_COLOR, label=r"Standard $\pm1\sigma$ impact")
+    std_err = None if standard_unc is None else _array(standard_unc, "standard_unc")
+    ax.barh(y + h / 2, std, height=h, color=BAND_COLOR, label=r"Quoted impact", xerr=std_err,
+            error_kw={"ecolor": "0.25", "capsize": 2, "lw": 0.8})
     found = np.isfinite(hid)
     hid0 = np.where(found, hid, 0.0)
     colors = np.where(flagged, ATTACK_COLOR, "#3f90da")
-    ax.barh(y[found] - h / 2, hid0[found], height=h, color=list(colors[found]))
+    hid_err = None
+    if hidden_unc is not None:
+        hid_err = np.nan_to_num(_optional_impacts(list(hidden_unc), "hidden_unc", n))[found]
+    ax.barh(y[found] - h / 2, hid0[found], height=h, color=list(colors[found]), xerr=hid_err,
+            error_kw={"ecolor": "0.25", "capsize": 2, "lw": 0.8})
     for i in np.where(found & flagged)[0]:
         ax.barh(y[i] - h / 2, hid0[i], height=h, color="none", edgecolor="white", hatch="//", linewidth=0)
-    xmax = float(max(np.max(std), np.max(hid0), 1e-12))
+    xmax = float(max(np.max(std + (0 if std_err is None else std_err)),
+                     np.max(hid0[found] + (0 if hid_err is None else hid_err)) if found.any() else 0.0, 1e-12))
     for i in range(n):
         if not found[i]:
             ax.text(0.01 * xmax, y[i] - h / 2, "no hidden attack found", va="center", fontsize="x-small",
                     color="0.35")
         elif attacks is not None and attacks[i]:
-            ax.text(hid0[i] + 0.01 * xmax, y[i] - h / 2, str(attacks[i]), va="center", fontsize="x-small")
+            err = 0.0 if hid_err is None else float(hid_err[np.flatnonzero(found).tolist().index(i)])
+            ax.text(hid0[i] + err + 0.01 * xmax, y[i] - h / 2, f"{attacks[i]} ({verdicts[i]})", va="center",
+                    fontsize="x-small")
         if flagged[i]:
             ax.text(1.02, y[i], "!", transform=ax.get_yaxis_transform(), color=ATTACK_COLOR,
                     fontweight="bold", va="center")
     ax.set_yticks(y, names)
     ax.tick_params(axis="y", which="minor", left=False, right=False)
-    ax.set_xlim(0, 1.3 * xmax)
-    ax.set_ylim(-0.8, n - 0.2)
+    ax.set_xlim(0, 1.6 * xmax)
+    ax.set_ylim(-0.8, n + 0.4)
     ax.set_xlabel(r"Impact on $\mu$ ($|\Delta\hat\mu|$)")
     handles, labs = ax.get_legend_handles_labels()
     if (found & ~flagged).any():
         handles.append(Patch(facecolor="#3f90da"))
-        labs.append("Largest hidden impact (covered)")
+        labs.append("Largest hidden impact")
     if flagged.any():
         handles.append(Patch(facecolor=ATTACK_COLOR, hatch="//", edgecolor="white"))
-        labs.append("Largest hidden impact > quoted")
-    ax.legend(handles, labs, loc="lower right")
+        labs.append("Largest hidden impact, larger than quoted")
+    ax.legend(handles, labs, loc="upper right", fontsize="small", ncol=len(handles))
     if title:
         fig.suptitle(title, fontsize="medium")
     _experiment_label(ax, style) if style else None
