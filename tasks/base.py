@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import law
@@ -96,7 +97,8 @@ def atomic_path(target: law.LocalFileTarget, suffix: str = ""):
     final = Path(target.path)
     _make_parent(final)
     remove_stale_temporaries(final.parent)
-    tmp = final.with_name(temporary_name(final.name) + suffix)
+    # unique per call: two threads of one process writing the same output must not share it
+    tmp = final.with_name(f"{temporary_name(final.name)}.{uuid.uuid4().hex[:8]}{suffix}")
     try:
         yield str(tmp)
         if tmp.is_dir():
@@ -130,8 +132,7 @@ def atomic_directory(target):
     final = Path(getattr(target, "path", target))
     _make_parent(final)
     remove_stale_temporaries(final.parent)
-    tmp = final.with_name(temporary_name(final.name))
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = final.with_name(f"{temporary_name(final.name)}.{uuid.uuid4().hex[:8]}")
     try:
         tmp.mkdir()
         apply_umask(tmp, directory=True)
