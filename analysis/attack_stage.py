@@ -294,12 +294,13 @@ def nominal_regions(sample: EventSample) -> dict[str, np.ndarray]:
 
 def visibility(model, sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, cfg: AnalysisConfig,
                systematic: str, calibration, eval_weights: np.ndarray | None = None,
-               regions_after: dict[str, np.ndarray] | None = None, nn_nominal: np.ndarray | None = None) -> dict:
+               regions_after: dict[str, np.ndarray] | None = None, nn_nominal: np.ndarray | None = None,
+               nn_attacked: np.ndarray | None = None) -> dict:
     """Would data at the analysis luminosity show the attacked simulation? The calibrated
     global test's power (analysis.visibility) for the attacked rows judged with
     ``eval_weights`` (default their weights); ``hidden`` when the power is at most
-    ``checks.power_max``. ``nn_nominal``: the model's nominal output of every row (computed
-    when not given)."""
+    ``checks.power_max``. ``nn_nominal``: the model's nominal output of every row;
+    ``nn_attacked``: its output of the attacked rows (each computed when not given)."""
     from analysis.attack_regions import regions_after_attack
     from analysis.calibration_stage import looks_use_nn_output, nominal_outputs
     from analysis.ml.evaluation import predict
@@ -313,21 +314,22 @@ def visibility(model, sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, 
     nn_full = None
     if looks_use_nn_output(calibration.looks):
         nn_full = (nominal_outputs(model, sample) if nn_nominal is None else nn_nominal).copy()
-        nn_full[rows] = predict(model, x_adv)
+        nn_full[rows] = predict(model, x_adv) if nn_attacked is None else nn_attacked
     shift = calibration.looks.shift(x_full, regions_full, nn_output_shifted=nn_full, eval_weights=e_full)
     result = calibration.power(shift)
     return {"hidden": bool(result.hidden), "power": float(result.power), "power_unc": float(result.power_unc),
             "visibility": result.to_dict()}
 
 
-def published_checks(model, sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, cfg: AnalysisConfig,
-                     systematic: str, regions_after: dict[str, np.ndarray], eval_weights: np.ndarray) -> list[dict]:
+def published_checks(sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, cfg: AnalysisConfig,
+                     systematic: str, regions_after: dict[str, np.ndarray], eval_weights: np.ndarray,
+                     outputs_nominal: np.ndarray, outputs_attacked: np.ndarray) -> list[dict]:
     """The papers' statistics per region (KS, chi2, JSD, correlation change, NN output in
     control regions, standard band) against their published thresholds: reported so that
     the papers' criteria can be read off; the verdict is the calibrated test's. Computed on
-    the judged events (non-zero ``eval_weights``)."""
+    the judged events (non-zero ``eval_weights``); ``outputs_nominal`` / ``outputs_attacked``:
+    the model's outputs of the rows before and after the attack."""
     from analysis.attacks.checks import ALL_CHECKS, correlation_check, run_checks
-    from analysis.ml.evaluation import predict
 
     thresholds = published_thresholds(cfg)
     judged = np.asarray(eval_weights) != 0
@@ -336,8 +338,8 @@ def published_checks(model, sample: EventSample, rows: np.ndarray, x_adv: np.nda
     x_nom = sample.X[NOMINAL][rows]
     up = sample.X[f"{systematic}_up"][rows]
     down = sample.X[f"{systematic}_down"][rows]
-    p_nom = predict(model, x_nom)
-    p_adv = predict(model, x_adv)
+    p_nom = np.asarray(outputs_nominal)[judged]
+    p_adv = np.asarray(outputs_attacked)[judged]
     checks = []
     for region in sample.regions:
         m = sample.region[(region, NOMINAL)][rows]
@@ -383,9 +385,13 @@ def validate_attack(model, sample: EventSample, rows: np.ndarray, x_adv: np.ndar
         regions_after = regions_after_attack(sample, rows, x_adv, cfg, systematic)
     if eval_weights is None:
         eval_weights = sample.weight[rows].astype(np.float64)
-    result = visibility(model, sample, rows, x_adv, cfg, systematic, calibration, eval_weights, regions_after)
-    result["published"] = published_checks(model, sample, rows, x_adv, cfg, systematic, regions_after, eval_weights)
-    result["outputs_nominal"] = predict(model, sample.X[NOMINAL][rows])
-    result["outputs_attacked"] = predict(model, x_adv)
+    p_nom = predict(model, sample.X[NOMINAL][rows])
+    p_adv = predict(model, x_adv)
+    result = visibility(model, sample, rows, x_adv, cfg, systematic, calibration, eval_weights, regions_after,
+                        nn_attacked=p_adv)
+    result["published"] = published_checks(sample, rows, x_adv, cfg, systematic, regions_after, eval_weights,
+                                           p_nom, p_adv)
+    result["outputs_nominal"] = p_nom
+    result["outputs_attacked"] = p_adv
     result["regions_after"] = regions_after
     return result
