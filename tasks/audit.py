@@ -56,7 +56,12 @@ class AttackAudit(AuditTask):
         with atomic_directory(out) as tmp:
             sample = load_sample(self)
             systematics, attacks = attacked_systematics(cfg), configured_attacks(cfg)
-            models = {m: self._model_inputs(i, m, sample) for i, m in enumerate(cfg.models)}
+            # the inputs and branch maps are gathered once, then split by model
+            inputs = self.input()
+            maps = {"toys": PseudoExperiments.req(self, branch=-1).get_branch_map(),
+                    "attacks": AttackBranches.get_branch_map(ValidateAttack.req(self, branch=-1)),
+                    "control": RandomControl.req(self, branch=-1).get_branch_map()}
+            models = {m: self._model_inputs(i, m, sample, inputs, maps) for i, m in enumerate(cfg.models)}
             style = None if self.plot_style == "neutral" else self.plot_style
             entries, figures = assemble(cfg, sample, models, systematics, attacks, tmp, style)
             cutflows = {t["cutflow"].path.split("/")[-3]: _json(t["cutflow"])
@@ -70,24 +75,24 @@ class AttackAudit(AuditTask):
         print("\n" + table + f"\nreport: {out / 'report.html'}\n")
         self.publish_message(table)
 
-    def _model_inputs(self, mi: int, mname: str, sample):
-        """The outputs of every stage for model ``mname``, as analysis.audit_stage.ModelInputs."""
+    @staticmethod
+    def _model_inputs(mi: int, mname: str, sample, inputs: dict, maps: dict):
+        """The outputs of every stage for model ``mname``, as analysis.audit_stage.ModelInputs
+        (``maps``: the branch maps of the toys, attacks and random controls)."""
         from analysis.audit_stage import AttackFiles, ModelInputs
         from analysis.ml.modelio import load_model
         from analysis.stats.toys import ToyResult, merge
 
-        inputs = self.input()
         network, _ = load_model(inputs["models"]["collection"].targets[mi]["model"].path,
                                 available_features=sample.features)
         lk = inputs["likelihood"]["collection"].targets[mi]
         chunks: dict = {}
         toy_targets = inputs["toys"]["collection"].targets
-        for i, b in PseudoExperiments.req(self, branch=-1).get_branch_map().items():
+        for i, b in maps["toys"].items():
             if b["model"] == mname:
                 chunks.setdefault(b["scenario"], []).append(ToyResult.load(toy_targets[i].path))
-        attack_map = AttackBranches.get_branch_map(ValidateAttack.req(self, branch=-1))
         attacks = {}
-        for i, b in attack_map.items():
+        for i, b in maps["attacks"].items():
             if b["model"] == mname:
                 attacks[(b["systematic"], b["attack"])] = AttackFiles(
                     result=_json(inputs["attacks"]["collection"].targets[i]["result"]),
@@ -95,7 +100,7 @@ class AttackAudit(AuditTask):
                     events_path=inputs["attacks"]["collection"].targets[i]["events"].path,
                     outputs_path=inputs["checks"]["collection"].targets[i]["outputs"].path)
         control = {}
-        for i, b in RandomControl.req(self, branch=-1).get_branch_map().items():
+        for i, b in maps["control"].items():
             if b["model"] == mname:
                 control[b["systematic"]] = _json(inputs["control"]["collection"].targets[i])
         return ModelInputs(
