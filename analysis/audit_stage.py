@@ -58,7 +58,7 @@ def control_attacks(cfg: AnalysisConfig, attacks: list[str]) -> list[str]:
     return [a for a in attacks if cfg.attacks.get(a, {}).get("type", a) == "random"]
 
 
-def attack_entry(name: str, files: AttackFiles, impact: dict, toys: dict | None) -> dict:
+def attack_entry(files: AttackFiles, impact: dict, toys: dict | None) -> dict:
     """One ``attacks[ATTACK]`` entry: visibility (power, hidden), impact +- uncertainty and its
     parts, the published statistics, metrics."""
     from analysis.audit import flat_metrics
@@ -139,7 +139,7 @@ def assemble(cfg: AnalysisConfig, sample: EventSample, models: dict[str, ModelIn
                 impact["bias"] = imp["attack_bias"][key]["value"]
                 scenario = f"attack/{syst}/{a}"
                 td = toy_difference(toys["nominal"], toys[scenario]) if scenario in toys else None
-                entries[a] = attack_entry(a, m.attacks[(syst, a)], impact, td)
+                entries[a] = attack_entry(m.attacks[(syst, a)], impact, td)
             standard = imp["standard"].get(syst, {"value": 0.0, "mc_unc": 0.0})
             output_shift = {d: audit.standard_output_shift(
                 outputs[NOMINAL][rows], outputs[f"{syst}_{d}"][rows], sample.weight[rows],
@@ -152,8 +152,8 @@ def assemble(cfg: AnalysisConfig, sample: EventSample, models: dict[str, ModelIn
                 standard_impact_mu=_finite(standard["value"]), standard_impact_mu_unc=_finite(standard["mc_unc"]),
                 standard_power={"up": power["up"], "down": power["down"], "up_unc": power["up_unc"],
                                 "down_unc": power["down_unc"]},
-                standard=audit.standard_toys({sc: audit.toy_summary(r) for sc, r in toys.items()
-                                              if sc.startswith(syst)}, syst),
+                standard=audit.standard_toys({f"{syst}_{d}": audit.toy_summary(toys[f"{syst}_{d}"])
+                                              for d in ("up", "down")}, syst),
                 attacks=entries, null=null, candidates=candidates, closure_passed=closure_entry["passed"],
                 n_sigma=settings["n_sigma"], difference_unc={a: imp.get("difference_unc", {}).get(f"{syst}/{a}")
                                                              for a in attacks},
