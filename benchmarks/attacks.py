@@ -49,9 +49,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.attacks import Envelope, make_attack  # noqa: E402
-from analysis.attacks.base import frozen, model_logits  # noqa: E402
-from analysis.ml.models import build_model, standardisation_from_data  # noqa: E402
+from hsaudit.attacks import Envelope, make_attack  # noqa: E402
+from hsaudit.attacks.base import frozen, model_logits  # noqa: E402
+from hsaudit.ml.models import build_model, standardisation_from_data  # noqa: E402
 
 try:
     import torchattacks  # noqa: E402

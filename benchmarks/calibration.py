@@ -1,6 +1,6 @@
 """Benchmark: the toy-calibrated data-visibility test on a synthetic analysis.
 
-A ci-sized synthetic analysis (analysis.visibility.synthetic: 3 regions, 12 features with the
+A ci-sized synthetic analysis (hsaudit.visibility.synthetic: 3 regions, 12 features with the
 energies scaled by a +-3% systematic and the visible mass, a MET-like quantity, a transverse
 mass and a momentum sum recomputed, a fixed logistic score as the NN output of the control
 regions). Measured:
@@ -8,7 +8,7 @@ regions). Measured:
 * the false-alarm rate of the global min-p test on independent null toys (>= 500), next to the
   anchor, Bonferroni (p < alpha / n_looks, conservative) and the naive "any look p < alpha";
 * the power of the standard +-1 sigma shift (global test), next to Bonferroni's power;
-* the random control: analysis.attacks' RandomAttack (uniform per event and feature inside the
+* the random control: hsaudit.attacks' RandomAttack (uniform per event and feature inside the
   +-1 sigma envelope box, Envelope.from_variants), re-selected, over >= 20 seeds: the fraction
   of seeds that are hidden (global power <= power_max);
 * the cost of calibrate() (toys per second), and in full mode at a demo's size (50k events,
@@ -38,8 +38,8 @@ import scipy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.visibility import VisibilitySettings, build_looks, calibrate  # noqa: E402
-from analysis.visibility.synthetic import make_synthetic  # noqa: E402
+from hsaudit.visibility import VisibilitySettings, build_looks, calibrate  # noqa: E402
+from hsaudit.visibility.synthetic import make_synthetic  # noqa: E402
 
 
 def machine() -> dict:
@@ -77,8 +77,8 @@ def variant(a, k):
 def random_control(a, looks, cal, seeds):
     import torch
 
-    from analysis.attacks.envelope import Envelope
-    from analysis.attacks.registry import get_attack_class
+    from hsaudit.attacks.envelope import Envelope
+    from hsaudit.attacks.registry import get_attack_class
 
     torch.set_num_threads(1)
     x, _, _ = variant(a, 0.0)

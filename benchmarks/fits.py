@@ -4,7 +4,7 @@ Model (the issue's 20-bin benchmark): one signal sample with the normfactor mu, 
 background with a normsys, a histosys and staterror: 23 parameters. Toys are Poisson
 main data plus fluctuated auxiliary data from the nominal model.
 
-* engine: ``analysis.stats.fit_toys`` on all toys at once (mu_hat, sigma_mu from the
+* engine: ``hsaudit.stats.fit_toys`` on all toys at once (mu_hat, sigma_mu from the
   Hessian, convergence flags), torch float64, CUDA when present.
 * pyhf: ``pyhf.infer.mle.fit`` per toy, numpy backend, scipy optimiser (SLSQP), default
   settings (what users run; no uncertainties).
@@ -40,9 +40,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.stats import Model, fit_toys, generate_toys  # noqa: E402
-from analysis.stats.fit import default_device  # noqa: E402
-from analysis.stats.model import code4_coefficients, pyhf_data  # noqa: E402
+from hsaudit.stats import Model, fit_toys, generate_toys  # noqa: E402
+from hsaudit.stats.fit import default_device  # noqa: E402
+from hsaudit.stats.model import code4_coefficients, pyhf_data  # noqa: E402
 
 
 def benchmark_spec(n_bins: int = 20) -> dict:

@@ -1,6 +1,6 @@
 """Benchmark: the coffea selection with all systematic variants vs a plain uproot read.
 
-Generates demo NanoAOD events (analysis.generate), then, in a fresh process per sample size:
+Generates demo NanoAOD events (hsaudit.generate), then, in a fresh process per sample size:
 
 * anchor: a plain ``uproot`` read of exactly the branches the selection uses, chunk by chunk;
 * ours: ``select_chunk`` over the same chunks (NanoEvents, object selection, nominal + every
@@ -42,9 +42,9 @@ def child(path: str, n_events: int, chunk_size: int) -> dict:
 
     import uproot
 
-    from analysis.config import load_config
-    from analysis.selection import select_chunk
-    from analysis.selection.objects import required_branches
+    from hsaudit.config import load_config
+    from hsaudit.selection import select_chunk
+    from hsaudit.selection.objects import required_branches
 
     warnings.simplefilter("ignore")
     config = load_config("demo")
@@ -127,7 +127,7 @@ def main():
         print(json.dumps(child(args.child, args.n, args.chunk)))
         return
 
-    from analysis.generate import generate_events
+    from hsaudit.generate import generate_events
 
     n_large = args.events or (40_000 if args.quick else 1_000_000)
     chunk = args.chunk or (10_000 if args.quick else 100_000)

@@ -1,4 +1,4 @@
-"""Training throughput of ``analysis.ml.training.train_classifier`` vs a minimal plain-torch loop.
+"""Training throughput of ``hsaudit.ml.training.train_classifier`` vs a minimal plain-torch loop.
 
 Same model (build_model spec and seed), same data, same batch size, same optimiser (Adam);
 the plain loop is what one writes by hand: tensors on the device, a random permutation
@@ -34,8 +34,8 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from analysis.ml.models import build_model, standardisation_from_data  # noqa: E402
-from analysis.ml.training import TRAIN, split_by_event_id, train_classifier  # noqa: E402
+from hsaudit.ml.models import build_model, standardisation_from_data  # noqa: E402
+from hsaudit.ml.training import TRAIN, split_by_event_id, train_classifier  # noqa: E402
 
 SPEC = {"architecture": "mlp"}  # 2 x 200 ReLU (Wunsch et al.)
 

@@ -1,4 +1,4 @@
-"""Re-selection of attacked events (analysis.attack_regions) and what depends on it: cuts
+"""Re-selection of attacked events (hsaudit.attack_regions) and what depends on it: cuts
 from the config, migration across thresholds, checks and templates on migrated events."""
 
 import dataclasses
@@ -6,15 +6,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.attack_regions import FeatureCut, region_cuts, regions_after_attack
-from analysis.attack_stage import attack_rows
-from analysis.attacks.checks import correlation_check, run_checks
-from analysis.attacks.metrics import output_shift, wasserstein_distance
-from analysis.config import load_config
-from analysis.errors import AuditError
-from analysis.fit_stage import attacked_truth
-from analysis.samples import EventSample
-from analysis.tables import NOMINAL
+from hsaudit.attack_regions import FeatureCut, region_cuts, regions_after_attack
+from hsaudit.attack_stage import attack_rows
+from hsaudit.attacks.checks import correlation_check, run_checks
+from hsaudit.attacks.metrics import output_shift, wasserstein_distance
+from hsaudit.config import load_config
+from hsaudit.errors import AuditError
+from hsaudit.fit_stage import attacked_truth
+from hsaudit.samples import EventSample
+from hsaudit.tables import NOMINAL
 
 FEATURES = ["mu_pt", "tau_pt", "mt_mu", "m_vis"]
 
@@ -139,7 +139,7 @@ def test_wasserstein_distance_of_output_shifts():
 
 
 def test_attack_outputs_without_region_membership_are_refused(tmp_path):
-    from analysis.attack_stage import region_arrays, regions_from_arrays
+    from hsaudit.attack_stage import region_arrays, regions_from_arrays
 
     old = tmp_path / "attacked.npz"
     np.savez(old, rows=np.arange(3), x_adv=np.zeros((3, 2)))  # as written before re-selection existed

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.attack_stage import (attack_rows, evaluation_weights, fitting_half, event_keys, run_attack,
+from hsaudit.attack_stage import (attack_rows, evaluation_weights, fitting_half, event_keys, run_attack,
                                    validate_attack, visibility)
-from analysis.calibration_stage import calibrate_model
-from analysis.config import load_config
-from analysis.errors import AuditError
-from analysis.ml.models import MLP
-from analysis.samples import EventSample
-from analysis.tables import NOMINAL
+from hsaudit.calibration_stage import calibrate_model
+from hsaudit.config import load_config
+from hsaudit.errors import AuditError
+from hsaudit.ml.models import MLP
+from hsaudit.samples import EventSample
+from hsaudit.tables import NOMINAL
 
 FEATURES = ["mu_pt", "tau_pt", "mt_mu", "m_vis", "met_pt"]
 
@@ -131,7 +131,7 @@ def test_universal_attacks_are_fitted_on_one_half_and_judged_on_the_other(setup)
 
 
 def test_a_shift_that_changes_an_integer_feature_is_no_continuous_direction():
-    from analysis.attack_stage import continuous_variant
+    from hsaudit.attack_stage import continuous_variant
 
     # features: n_jets, jet1_pt, jet1_eta; event 0 gains a jet in the variant, event 1 only scales
     nominal = np.array([[0, 0.0, 0.0], [1, 40.0, 1.2]], dtype=np.float32)

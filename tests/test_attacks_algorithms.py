@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import AuditError
-from analysis.attacks import Envelope, make_attack, attack_names, model_probabilities
-from analysis.attacks.toy import make_toy_events, train_toy_model
+from hsaudit.errors import AuditError
+from hsaudit.attacks import Envelope, make_attack, attack_names, model_probabilities
+from hsaudit.attacks.toy import make_toy_events, train_toy_model
 
 PER_EVENT = ["random", "fgsm", "pgd", "nuisance_pgd"]
 FAST_SETTINGS = {
@@ -293,7 +293,7 @@ def test_fgsm_steps_by_feature_kind():
 
 @pytest.mark.parametrize("name", sorted(SEED_PAPER_ATTACKS))
 def test_seed_paper_configurations_run(toy, name):
-    from analysis.attacks import attack_from_config
+    from hsaudit.attacks import attack_from_config
 
     entry = SEED_PAPER_ATTACKS[name]
     atk = attack_from_config(entry)
@@ -313,7 +313,7 @@ def test_seed_paper_configurations_run(toy, name):
     else:
         p0 = torch.sigmoid(toy["model"].logits(x)).detach().numpy()
         p1 = torch.sigmoid(toy["model"].logits(r.x_adv)).detach().numpy()
-        from analysis.attacks.checks import ks_statistic
+        from hsaudit.attacks.checks import ks_statistic
 
         bkg = ~sig
         assert r.info["nn_ks_monitored"]
@@ -325,7 +325,7 @@ def test_pgd_matches_torchattacks_elementwise(toy):
     box: u in [0, 1]^F -> x = lower + u (upper - lower), eps = 1 (the whole box), alpha = the
     step fraction, two-class logits (-z/2, z/2) with label 0 (push z up = shift_output)."""
     torchattacks = pytest.importorskip("torchattacks")
-    from analysis.attacks.base import model_logits
+    from hsaudit.attacks.base import model_logits
 
     model, env = toy["model"], toy["env_tes"]
     x = torch.as_tensor(toy["x"])

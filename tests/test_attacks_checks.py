@@ -7,12 +7,12 @@ import torch
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from analysis.errors import AuditError
-from analysis.attacks import (
+from hsaudit.errors import AuditError
+from hsaudit.attacks import (
     Envelope, band_checks, envelope_distance, fooling_ratio, is_hidden, resolve_thresholds, run_checks,
     significance_curve, significance_summary, weighted_auc, yield_shift, output_shift,
 )
-from analysis.attacks.checks import chi2_test, correlation_change, jsd_distance, ks_statistic
+from hsaudit.attacks.checks import chi2_test, correlation_change, jsd_distance, ks_statistic
 
 
 @pytest.fixture(scope="module")
@@ -145,16 +145,16 @@ def test_demo_config_attacks_and_metrics_are_json_ready():
 
     import yaml
 
-    from analysis.attacks import attack_from_config, attack_metrics, make_attack, resolve_thresholds
-    from analysis.attacks.toy import make_toy_events, train_toy_model
+    from hsaudit.attacks import attack_from_config, attack_metrics, make_attack, resolve_thresholds
+    from hsaudit.attacks.toy import make_toy_events, train_toy_model
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "demo.yaml").read_text())
     for name, entry in cfg["attacks"].items():
         assert attack_from_config(entry).name == entry["type"]
     # the published statistics' thresholds of the demo are all known keys (the rest of the
     # section configures the calibrated visibility test, validated by its own settings)
-    from analysis.attacks.checks import DEFAULT_THRESHOLDS
-    from analysis.visibility import VisibilitySettings
+    from hsaudit.attacks.checks import DEFAULT_THRESHOLDS
+    from hsaudit.visibility import VisibilitySettings
 
     resolve_thresholds({k: v for k, v in cfg["checks"].items() if k in DEFAULT_THRESHOLDS})
     VisibilitySettings.from_config({k: v for k, v in cfg["checks"].items() if k not in DEFAULT_THRESHOLDS})

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import AuditError
-from analysis.attacks import Envelope
+from hsaudit.errors import AuditError
+from hsaudit.attacks import Envelope
 
 NOM = np.array([[10.0, 1.0, 2.0], [20.0, -0.5, 0.0]], dtype=np.float32)
 UP = np.array([[11.0, 1.0, 3.0], [19.0, -0.5, 1.0]], dtype=np.float32)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.attacks import (
+from hsaudit.attacks import (
     Envelope, apply_generator, fooling_ratio, load_generator, make_attack, model_probabilities, save_generator,
 )
-from analysis.attacks.checks import correlation_change, jsd_distance, ks_statistic
-from analysis.errors import AuditError
-from analysis.attacks.toy import make_toy_events, train_toy_model
+from hsaudit.attacks.checks import correlation_change, jsd_distance, ks_statistic
+from hsaudit.errors import AuditError
+from hsaudit.attacks.toy import make_toy_events, train_toy_model
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +197,7 @@ def donut():
 def test_conservattack_modes_meet_their_constraints_by_an_independent_scorer(donut, mode):
     """The published mode caps the JS distance of every feature against the clean histogram
     (0.005, no cumulative correlation limit); the global mode keeps max JSD < 0.06 and the
-    relative correlation change < 0.006. Both checked with analysis.attacks.checks, not the
+    relative correlation change < 0.006. Both checked with hsaudit.attacks.checks, not the
     attack's own bookkeeping; and they fool a sizeable fraction of the donut's background."""
     x, model = donut["x"], donut["model"]
     r = make_attack("conservattack", constraint_mode=mode, iterations=5).attack(

@@ -6,10 +6,10 @@ import numpy as np
 import pyhf
 import pytest
 
-from analysis.errors import AuditError
-from analysis.stats.augment import attacked_sample_templates, augment_workspace
-from analysis.stats.from_histograms import build_spec
-from analysis.stats.model import Model
+from hsaudit.errors import AuditError
+from hsaudit.stats.augment import attacked_sample_templates, augment_workspace
+from hsaudit.stats.from_histograms import build_spec
+from hsaudit.stats.model import Model
 
 
 def workspace():
@@ -68,8 +68,8 @@ def test_attacked_sample_templates_add_up_to_the_attacked_truth():
     sys.path.insert(0, str(Path(__file__).parent))
     from test_impacts import counting_setup
 
-    from analysis.fit_stage import attacked_truth, build_likelihood, row_table
-    from analysis.stats.impacts import AttackedEvents
+    from hsaudit.fit_stage import attacked_truth, build_likelihood, row_table
+    from hsaudit.stats.impacts import AttackedEvents
 
     cfg, sample, outputs = counting_setup(300, 900)
     lk = build_likelihood(outputs, sample, cfg)

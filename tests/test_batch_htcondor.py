@@ -1,4 +1,4 @@
-"""HTCondor jobs of the BatchWorkflow mix-in (tasks/remote.py), checked without a running condor:
+"""HTCondor jobs of the BatchWorkflow mix-in (hsaudit/tasks/remote.py), checked without a running condor:
 law writes the submit files, HTCondor's own Python bindings (v1 API, ``htcondor.Submit``) turn
 them into job ClassAds offline, and the ads must carry the requested resources and point at
 files that exist. Also: resource parameters never propagate to upstream tasks."""
@@ -42,13 +42,13 @@ def _job_ads(submit_file: str) -> list:
 
 
 def _generate(**kwargs):
-    from tasks.data import GenerateEvents
+    from hsaudit.tasks.data import GenerateEvents
 
     return GenerateEvents(version="vcondor", config="ci", workflow="htcondor", **kwargs)
 
 
 def test_htcondor_submit_file_carries_resources_and_existing_files(data_path):
-    from tasks.remote import write_job_files
+    from hsaudit.tasks.remote import write_job_files
 
     task = _generate(htcondor_gpus=2, htcondor_cpus=3, htcondor_memory="3GB",
                      htcondor_runtime="90min", htcondor_requirements='(OpSysAndVer =?= "AlmaLinux9")',
@@ -94,7 +94,7 @@ def test_htcondor_submit_file_carries_resources_and_existing_files(data_path):
 
 
 def test_htcondor_defaults_request_nothing_site_specific(data_path):
-    from tasks.remote import write_job_files
+    from hsaudit.tasks.remote import write_job_files
 
     (submit_file,) = write_job_files(_generate(), branches=[0])
     text = Path(submit_file).read_text()
@@ -107,7 +107,7 @@ def test_htcondor_defaults_request_nothing_site_specific(data_path):
 
 
 def test_htcondor_universe_and_bundle(data_path):
-    from tasks.remote import write_job_files
+    from hsaudit.tasks.remote import write_job_files
 
     (submit_file,) = write_job_files(
         _generate(htcondor_universe="docker", htcondor_extra="docker_image = python:3.11",
@@ -119,13 +119,13 @@ def test_htcondor_universe_and_bundle(data_path):
     bundle = next(Path(p) for p in ad["TransferInput"].split(",") if p.endswith("audit_repo.tar.gz"))
     with tarfile.open(bundle) as tar:
         names = set(tar.getnames())
-    assert {"setup.sh", "tasks/remote.py", "tasks/remote_bootstrap.sh", "pyproject.toml"} <= names
+    assert {"setup.sh", "hsaudit/tasks/remote.py", "hsaudit/tasks/remote_bootstrap.sh", "pyproject.toml"} <= names
     assert not any(n.startswith((".venv/", "data/", ".git/")) for n in names)
 
 
 def test_htcondor_bundle_bootstrap_runs_setup_from_the_unpacked_checkout(data_path, tmp_path):
     """The bootstrap as a job would source it: unpack the shipped checkout and source its setup.sh."""
-    from tasks.remote import write_job_files
+    from hsaudit.tasks.remote import write_job_files
 
     (submit_file,) = write_job_files(_generate(bundle_repo=True), branches=[0])
     (ad,) = _job_ads(submit_file)
@@ -138,19 +138,19 @@ def test_htcondor_bundle_bootstrap_runs_setup_from_the_unpacked_checkout(data_pa
     env = {k: v for k, v in os.environ.items() if k not in ("AUDIT_BASE", "LAW_HOME", "VIRTUAL_ENV")}
     env["LAW_JOB_HOME"] = str(job_home)
     script = f'source ./{bootstrap} "" || exit 7; echo "BASE=$AUDIT_BASE"; echo "DATA=$DATA_PATH"; ' \
-             'python -c "import tasks.remote, sys; print(\'MOD=\' + tasks.remote.__file__)"'
+             'python -c "import hsaudit.tasks.remote, sys; print(\'MOD=\' + hsaudit.tasks.remote.__file__)"'
     proc = subprocess.run(["bash", "-c", script], cwd=job_home, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     unpacked = job_home / "audit_repo"
     assert f"BASE={unpacked}" in proc.stdout
     assert f"DATA={data_path}" in proc.stdout
-    assert f"MOD={unpacked}/tasks/remote.py" in proc.stdout
+    assert f"MOD={unpacked}/hsaudit/tasks/remote.py" in proc.stdout
 
 
 def test_htcondor_resources_do_not_propagate_upstream(data_path):
-    from tasks.data import GenerateEvents, MergeFeatures, SelectEvents
-    from tasks.training import EvaluateModel, TrainModel
+    from hsaudit.tasks.data import GenerateEvents, MergeFeatures, SelectEvents
+    from hsaudit.tasks.training import EvaluateModel, TrainModel
 
     ev = EvaluateModel(version="v1", config="ci", workflow="htcondor", htcondor_gpus=2,
                        htcondor_memory="8GB", htcondor_runtime=3, htcondor_requirements="HasGPU",
@@ -204,7 +204,7 @@ def fresh_law_parser():
 def test_htcondor_command_line_can_keep_an_upstream_task_local(data_path, fresh_law_parser):
     import luigi.cmdline_parser
 
-    from tasks.data import SelectEvents
+    from hsaudit.tasks.data import SelectEvents
 
     args = ["MergeFeatures", "--version", "v1", "--config", "ci", "--workflow", "htcondor",
             "--htcondor-gpus", "1", "--SelectEvents-workflow", "local"]
@@ -225,17 +225,17 @@ def test_htcondor_command_line_can_keep_an_upstream_task_local(data_path, fresh_
     (dict(htcondor_extra="not a submit line"), "is not a 'key = value' submit line"),
 ])
 def test_htcondor_bad_resources_raise_audit_error(data_path, kwargs, match):
-    from analysis.errors import AuditError
-    from tasks.remote import write_job_files
+    from hsaudit.errors import AuditError
+    from hsaudit.tasks.remote import write_job_files
 
     with pytest.raises(AuditError, match=match):
         write_job_files(_generate(**kwargs), branches=[0])
 
 
 def test_write_job_files_needs_a_batch_workflow(data_path):
-    from analysis.errors import AuditError
-    from tasks.data import GenerateEvents
-    from tasks.remote import write_job_files
+    from hsaudit.errors import AuditError
+    from hsaudit.tasks.data import GenerateEvents
+    from hsaudit.tasks.remote import write_job_files
 
     with pytest.raises(AuditError, match="workflow='htcondor' or 'slurm'"):
         write_job_files(GenerateEvents(version="v1", config="ci"))

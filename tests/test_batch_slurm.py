@@ -1,4 +1,4 @@
-"""Slurm jobs of the BatchWorkflow mix-in (tasks/remote.py) on a real single-node Slurm cluster
+"""Slurm jobs of the BatchWorkflow mix-in (hsaudit/tasks/remote.py) on a real single-node Slurm cluster
 (tests/slurm_cluster.py: Debian's slurmctld + slurmd + munge, a fake GPU gres):
 
 - a GenerateEvents workflow sent to Slurm with a GPU request gives the same arrays as a local run;
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from slurm_cluster import SlurmCluster, ensure_slurm  # noqa: E402
 
 LAW = str(Path(sys.executable).parent / "law")
-TASK = "tasks.data.GenerateEvents"
+TASK = "hsaudit.tasks.data.GenerateEvents"
 POLL = ["--poll-interval", "2s"]
 
 
@@ -135,8 +135,8 @@ def slurm_cluster(tmp_path_factory):
 
 # --- job files (no cluster needed) -----------------------------------------------------------
 def test_slurm_job_file_carries_resources(tmp_path, monkeypatch, small_config):
-    from tasks.data import GenerateEvents
-    from tasks.remote import write_job_files
+    from hsaudit.tasks.data import GenerateEvents
+    from hsaudit.tasks.remote import write_job_files
 
     monkeypatch.setenv("DATA_PATH", str(tmp_path / "data"))
     task = GenerateEvents(version="v1", config=str(small_config), workflow="slurm", slurm_gpus=2,
@@ -166,9 +166,9 @@ def test_slurm_job_file_carries_resources(tmp_path, monkeypatch, small_config):
 
 
 def test_slurm_gpus_and_gres_together_raise(tmp_path, monkeypatch, small_config):
-    from analysis.errors import AuditError
-    from tasks.data import GenerateEvents
-    from tasks.remote import write_job_files
+    from hsaudit.errors import AuditError
+    from hsaudit.tasks.data import GenerateEvents
+    from hsaudit.tasks.remote import write_job_files
 
     monkeypatch.setenv("DATA_PATH", str(tmp_path / "data"))
     task = GenerateEvents(version="v1", config=str(small_config), workflow="slurm", slurm_gpus=1,
@@ -178,7 +178,7 @@ def test_slurm_gpus_and_gres_together_raise(tmp_path, monkeypatch, small_config)
 
 
 def test_job_log_tail_shows_the_last_attempt_and_its_error(tmp_path):
-    from tasks.remote import log_tail
+    from hsaudit.tasks.remote import log_tail
 
     log = tmp_path / "stdall_0To1.txt"
     first = ["---", "attempt one", "OldError: from the first attempt", "job exit code : 60"]
@@ -278,7 +278,7 @@ def test_slurm_job_cancelled_mid_task_is_resubmitted(tmp_path, slurm_cluster, sm
 
 
 def test_slurm_failed_job_log_tail_reaches_the_user(tmp_path, slurm_cluster, small_config):
-    from tasks.base import short_hash
+    from hsaudit.tasks.base import short_hash
 
     data = tmp_path / "data"
     # a plain file where the ztt output directory must go: the job's branch fails with a clear error

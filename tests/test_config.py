@@ -2,8 +2,8 @@
 
 import pytest
 
-from analysis.config import load_config
-from analysis.errors import AuditError
+from hsaudit.config import load_config
+from hsaudit.errors import AuditError
 
 
 @pytest.mark.parametrize("name", ["demo", "ci"])

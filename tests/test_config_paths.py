@@ -3,8 +3,8 @@ default (the HiggsML config reads its files from HIGGSML_DATA or the shared fold
 
 import pytest
 
-from analysis.config import load_config, resolve_dataset_files
-from analysis.errors import AuditError
+from hsaudit.config import load_config, resolve_dataset_files
+from hsaudit.errors import AuditError
 
 
 def test_variable_with_default(write_config, tmp_path, monkeypatch):

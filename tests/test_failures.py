@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis.config import load_config
-from analysis.errors import AuditError
-from analysis.files import remove_stale_temporaries, temporary_name
-from analysis.tables import FeatureTable, TableMeta, weight_sanity, weight_sanity_limits
+from hsaudit.config import load_config
+from hsaudit.errors import AuditError
+from hsaudit.files import remove_stale_temporaries, temporary_name
+from hsaudit.tables import FeatureTable, TableMeta, weight_sanity, weight_sanity_limits
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -128,8 +128,8 @@ def test_weight_sanity_limits_and_small_or_negative_datasets():
 
 # -- the model probe -------------------------------------------------------------------------
 def test_probe_uses_selected_events_with_finite_nominal_features():
-    from analysis.classifier_stage import probe_events
-    from analysis.samples import assemble
+    from hsaudit.classifier_stage import probe_events
+    from hsaudit.samples import assemble
 
     n = 40
     meta = TableMeta(dataset="d", process="d", is_signal=True, features=["a", "b"],
@@ -159,7 +159,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
-    from analysis.files import host_hash
+    from hsaudit.files import host_hash
 
     dead = _dead_pid()
     stale_dir = tmp_path / f".tmp-{dead}-h{host_hash()}-report"
@@ -187,8 +187,8 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
 def test_atomic_path_removes_leftovers_and_translates_os_errors(tmp_path, monkeypatch):
     import law
 
-    from analysis.files import host_hash
-    from tasks.base import atomic_path
+    from hsaudit.files import host_hash
+    from hsaudit.tasks.base import atomic_path
 
     target = law.LocalFileTarget(str(tmp_path / "out" / "table.parquet"))
     (tmp_path / "out").mkdir()
@@ -211,7 +211,7 @@ def test_atomic_path_removes_leftovers_and_translates_os_errors(tmp_path, monkey
 
 def test_concurrent_runs_of_one_folder_output_keep_a_complete_one(tmp_path):
     """Two runs finishing the same folder output: no 'Directory not empty', one complete output."""
-    from tasks.base import atomic_directory
+    from hsaudit.tasks.base import atomic_directory
 
     final = tmp_path / "AttackAudit" / "report"
     barrier = threading.Barrier(2)
@@ -244,7 +244,7 @@ def test_concurrent_runs_of_one_folder_output_keep_a_complete_one(tmp_path):
 
 
 def test_data_path_problems(tmp_path, monkeypatch):
-    from tasks import base
+    from hsaudit.tasks import base
 
     monkeypatch.setattr(base, "_CHECKED_DATA_PATHS", set())
     afile = tmp_path / "afile"
@@ -271,7 +271,7 @@ def test_data_path_problems(tmp_path, monkeypatch):
 def test_error_filter_shortens_user_errors_to_one_line():
     from luigi.parameter import MissingParameterException
 
-    from tasks.errors import CleanAuditErrors, user_message
+    from hsaudit.tasks.errors import CleanAuditErrors, user_message
 
     assert "--version is missing" in user_message(MissingParameterException(
         "MergeFeatures[args=(), kwargs={}]: requires the 'version' parameter to be set"))

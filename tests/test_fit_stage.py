@@ -5,11 +5,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.config import load_config
-from analysis.errors import AuditError
-from analysis.fit_stage import build_likelihood
-from analysis.samples import EventSample
-from analysis.tables import NOMINAL
+from hsaudit.config import load_config
+from hsaudit.errors import AuditError
+from hsaudit.fit_stage import build_likelihood
+from hsaudit.samples import EventSample
+from hsaudit.tables import NOMINAL
 
 
 def synthetic(n=4000, seed=3):

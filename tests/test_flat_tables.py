@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis.config import load_config
-from analysis.errors import AuditError
-from analysis.flat_tables import declared_sigmas, read_flat_dataset, read_flat_datasets
-from analysis.tables import FeatureTable
+from hsaudit.config import load_config
+from hsaudit.errors import AuditError
+from hsaudit.flat_tables import declared_sigmas, read_flat_dataset, read_flat_datasets
+from hsaudit.tables import FeatureTable
 
 N = 240
 
@@ -199,7 +199,7 @@ def test_declared_uncertainties_go_to_meta(flat_files):
     with pytest.raises(AuditError, match="ptsc"):
         declared_sigmas(tables["sig"], "ptsc")
     # the form the attack stage's envelope takes: relative sigma of a 0.0 fill stays 0
-    from analysis.attacks.envelope import Envelope
+    from hsaudit.attacks.envelope import Envelope
 
     t = tables["sig"]
     env = Envelope.from_uncertainties(t.features_of(), sigma, relative, feature_names=t.features)
@@ -342,7 +342,7 @@ def test_config_works_from_another_working_directory(flat_files, tmp_path, monke
 
 
 def test_declared_uncertainties_become_coherent_variants_in_the_sample(flat_files):
-    from analysis.samples import assemble
+    from hsaudit.samples import assemble
 
     _, tables = tables_for(flat_files, "parquet")
     sig, bkg = tables["sig"], tables["bkg"]
@@ -358,7 +358,7 @@ def test_declared_uncertainties_become_coherent_variants_in_the_sample(flat_file
     for r in sample.regions:
         assert np.array_equal(sample.region[(r, "decl_up")], sample.region[(r, "nominal")])
     # the sample's envelope of 'decl' is then built like any shift's
-    from analysis.attacks.envelope import Envelope
+    from hsaudit.attacks.envelope import Envelope
 
     env = Envelope.from_variants(x, sample.X["decl_up"], sample.X["decl_down"], feature_names=sample.features)
     assert env.width[n_sig:].abs().max().item() == 0.0
@@ -401,7 +401,7 @@ def test_one_region_and_no_object_for_flat_shifts(flat_files):
 
 
 def test_sentinel_values_without_missing_option_warn_naming_column_and_value(flat_files):
-    from analysis.flat_tables import FlatInputWarning
+    from hsaudit.flat_tables import FlatInputWarning
 
     cfg = base_config(["data/sig.csv"], ["data/bkg.csv"])
     del cfg["input"]["missing"]
@@ -418,7 +418,7 @@ def test_sentinel_values_without_missing_option_warn_naming_column_and_value(fla
 
 
 def test_header_only_csv(flat_files):
-    from analysis.flat_tables import FlatInputWarning
+    from hsaudit.flat_tables import FlatInputWarning
 
     make_frame(1).iloc[:0].to_csv(flat_files / "data" / "header.csv", index=False)
     expect_error(flat_files, base_config(["data/header.csv"], ["data/bkg.csv"]), "header.csv", "no data rows", "sig")
@@ -433,9 +433,9 @@ def test_own_torchscript_model_on_flat_input(flat_files, tmp_path):
     """The import check of a user's network probes selected events with finite features."""
     import torch
 
-    from analysis.classifier_stage import probe_events
-    from analysis.ml.modelio import import_user_model, load_model
-    from analysis.samples import assemble
+    from hsaudit.classifier_stage import probe_events
+    from hsaudit.ml.modelio import import_user_model, load_model
+    from hsaudit.samples import assemble
 
     cfg = write_config(flat_files, base_config(["data/sig.csv"], ["data/bkg.csv"]))
     sample = assemble(list(read_flat_datasets(cfg).values()))

@@ -1,4 +1,4 @@
-"""Tests of the demo NanoAOD generator (analysis/generate.py).
+"""Tests of the demo NanoAOD generator (hsaudit/generate.py).
 
 Determinism, NanoAOD branch names and types (checked against real NanoAOD files),
 coffea NanoEvents readability, unique event ids, bad arguments, atomic writes, and the
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import uproot
 
-import analysis.generate as gen
-from analysis.errors import AuditError
-from analysis.generate import PROCESSES, generate_events
+import hsaudit.generate as gen
+from hsaudit.errors import AuditError
+from hsaudit.generate import PROCESSES, generate_events
 
 REAL_NANO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nano"
 N_PHYS = 20_000
@@ -472,7 +472,7 @@ def test_identical_across_interpreter_runs(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     code = (
-        "import sys; from analysis.generate import generate_events; "
+        "import sys; from hsaudit.generate import generate_events; "
         "generate_events('vbf_htt', 500, seed=9, path=sys.argv[1])"
     )
     for name, hash_seed in (("a.root", "1"), ("b.root", "2")):

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.config import load_config
-from analysis.errors import AuditError
-from analysis.flat_tables import read_flat_dataset
-from analysis.higgsml import apply_tau_energy_scale, met_phi_centrality, transverse_mass
+from hsaudit.config import load_config
+from hsaudit.errors import AuditError
+from hsaudit.flat_tables import read_flat_dataset
+from hsaudit.higgsml import apply_tau_energy_scale, met_phi_centrality, transverse_mass
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "higgsml"
 needs_data = pytest.mark.skipif(

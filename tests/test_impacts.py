@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.config import load_config
-from analysis.errors import AuditError
-from analysis.samples import EventSample
-from analysis.stats.impacts import (AttackedEvents, event_keys, impacts_with_uncertainty, poisson_multipliers,
+from hsaudit.config import load_config
+from hsaudit.errors import AuditError
+from hsaudit.samples import EventSample
+from hsaudit.stats.impacts import (AttackedEvents, event_keys, impacts_with_uncertainty, poisson_multipliers,
                                     standard_impacts, toy_difference)
-from analysis.tables import NOMINAL
+from hsaudit.tables import NOMINAL
 
 torch.set_num_threads(1)
 
@@ -72,8 +72,8 @@ def test_multipliers_are_poisson_deterministic_and_order_free():
 
 
 def test_standard_impact_is_the_refit_impact():
-    from analysis.stats.fit import fit_toys
-    from analysis.stats.model import Model
+    from hsaudit.stats.fit import fit_toys
+    from hsaudit.stats.model import Model
 
     spec = {"poi": "mu", "parameters": {"mu": {"bounds": [-5, 10]}}, "channels": {"SR": {"samples": {
         "s": {"nominal": [5.0, 20.0], "normfactors": ["mu"]},
@@ -93,7 +93,7 @@ def test_standard_impact_is_the_refit_impact():
 
 
 def test_toy_difference_uses_common_toys():
-    from analysis.stats.toys import ToyResult
+    from hsaudit.stats.toys import ToyResult
 
     def res(mu, idx, conv):
         n = len(idx)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import AuditError
-from analysis.ml.evaluation import (
+from hsaudit.errors import AuditError
+from hsaudit.ml.evaluation import (
     efficiencies,
     output_histograms,
     outputs_per_variant,
@@ -15,7 +15,7 @@ from analysis.ml.evaluation import (
     weighted_auc,
     weighted_roc,
 )
-from analysis.ml.models import build_model
+from hsaudit.ml.models import build_model
 
 
 def _brute_auc(s, y, w):
@@ -104,7 +104,7 @@ def test_predict_per_variant_and_invalid_rows():
 def test_evaluate_classifier_one_call():
     import json
 
-    from analysis.ml.evaluation import evaluate_classifier, jsonable
+    from hsaudit.ml.evaluation import evaluate_classifier, jsonable
 
     rng = np.random.default_rng(5)
     n = 400

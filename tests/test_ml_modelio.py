@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import AuditError
-from analysis.ml.models import build_model
-from analysis.ml.modelio import (
+from hsaudit.errors import AuditError
+from hsaudit.ml.models import build_model
+from hsaudit.ml.modelio import (
     INFO_FILE,
     TORCHSCRIPT_FILE,
     WEIGHTS_FILE,
@@ -170,7 +170,7 @@ def test_user_model_non_differentiable(tmp_path):
 def test_concurrent_saves_of_one_model_directory(tmp_path, monkeypatch):
     """Another run created the directory between our check and our rename: no 'Directory not
     empty', the directory holds a complete model."""
-    from analysis.ml import modelio
+    from hsaudit.ml import modelio
 
     target = tmp_path / "m"
     real_replace = os.replace

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import AuditError
-from analysis.ml.models import ARCHITECTURES, MLP, build_model, standardisation_from_data
+from hsaudit.errors import AuditError
+from hsaudit.ml.models import ARCHITECTURES, MLP, build_model, standardisation_from_data
 
 
 def test_default_is_wunsch_mlp():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.ml.penalty import (
+from hsaudit.ml.penalty import (
     relative_deviation,
     soft_histogram,
     variation_penalty,

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.ml.evaluation import histogram, predict, variation_spread, weighted_auc
-from analysis.ml.training import TEST, train_classifier
+from hsaudit.ml.evaluation import histogram, predict, variation_spread, weighted_auc
+from hsaudit.ml.training import TEST, train_classifier
 
 N_PER_CLASS = 4000
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import AuditError
-from analysis.ml.training import (
+from hsaudit.errors import AuditError
+from hsaudit.ml.training import (
     TEST,
     TRAIN,
     VALIDATION,
@@ -157,7 +157,7 @@ def test_early_stopping_restores_best_epoch():
     assert len(r.history) == r.best_epoch + 2
     assert r.history[r.best_epoch - 1]["val_loss"] == min(h["val_loss"] for h in r.history)
     # the returned model is the best epoch's: recompute its validation BCE
-    from analysis.ml.evaluation import predict
+    from hsaudit.ml.evaluation import predict
 
     va = r.split == VALIDATION
     f = np.clip(predict(r.model, X[va]).astype(np.float64), 1e-7, 1 - 1e-7)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import AuditError
-from analysis.attacks import Envelope, NuisanceField, apply_nuisance_field, make_attack
-from analysis.attacks.toy import make_toy_events, train_toy_model
+from hsaudit.errors import AuditError
+from hsaudit.attacks import Envelope, NuisanceField, apply_nuisance_field, make_attack
+from hsaudit.attacks.toy import make_toy_events, train_toy_model
 
 SETTINGS = {"inputs": ["tau_pt", "tau_eta"], "steps": 60, "learning_rate": 0.1}
 
@@ -174,9 +174,9 @@ def test_bad_inputs_at_run_time(toy):
 
 def test_figure(toy):
     try:
-        from analysis.plotting import figure_nuisance_field
+        from hsaudit.plotting import figure_nuisance_field
     except ImportError as exc:  # plotting imports the report module; a broken import there is not ours
-        pytest.skip(f"analysis.plotting does not import: {exc}")
+        pytest.skip(f"hsaudit.plotting does not import: {exc}")
 
     r = _run(toy)
     fig = figure_nuisance_field(r.extra["field"], title="tes")

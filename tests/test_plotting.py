@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from analysis import plotting as P
-from analysis.errors import AuditError
+from hsaudit import plotting as P
+from hsaudit.errors import AuditError
 
 DPI = 40  # small renders keep the tests fast
 

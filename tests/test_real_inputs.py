@@ -9,9 +9,9 @@ import warnings
 import numpy as np
 import pytest
 
-from analysis.config import load_config, resolve_dataset_files
-from analysis.errors import AuditError
-from analysis.selection.objects import (
+from hsaudit.config import load_config, resolve_dataset_files
+from hsaudit.errors import AuditError
+from hsaudit.selection.objects import (
     BRANCH_MAP,
     TauIdFallbackWarning,
     branch_candidates,
@@ -19,7 +19,7 @@ from analysis.selection.objects import (
     recompute_jet_id,
     resolve_branches,
 )
-from analysis.selection.run import InputFileWarning, inspect_file, plan_chunks, select_files
+from hsaudit.selection.run import InputFileWarning, inspect_file, plan_chunks, select_files
 
 
 @pytest.fixture(scope="module")

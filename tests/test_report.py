@@ -11,8 +11,8 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from analysis import report
-from analysis.errors import AuditError
+from hsaudit import report
+from hsaudit.errors import AuditError
 
 # A 1x1 PNG (valid signature and chunks), so the HTML tests need no matplotlib.
 TINY_PNG = bytes.fromhex(
@@ -362,7 +362,7 @@ def test_figure_entry_makes_paths_relative(tmp_path):
 
 
 def test_standard_output_shift_counts_migration():
-    from analysis.audit import standard_output_shift
+    from hsaudit.audit import standard_output_shift
 
     p = np.array([0.1, 0.2, 0.9, 0.95])
     w = np.ones(4)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import uproot
 
-from analysis.config import load_config
-from analysis.errors import AuditError
-from analysis.selection import normalise_weights, plan_chunks, select_chunk, select_files
+from hsaudit.config import load_config
+from hsaudit.errors import AuditError
+from hsaudit.selection import normalise_weights, plan_chunks, select_chunk, select_files
 
-generate = pytest.importorskip("analysis.generate")
+generate = pytest.importorskip("hsaudit.generate")
 
 
 @pytest.fixture(scope="module")

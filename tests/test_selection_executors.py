@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from analysis.config import load_config
-from analysis.selection import normalise_weights, plan_chunks, select_files
+from hsaudit.config import load_config
+from hsaudit.selection import normalise_weights, plan_chunks, select_files
 
-generate = pytest.importorskip("analysis.generate")
+generate = pytest.importorskip("hsaudit.generate")
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import uproot
 
-from analysis.config import load_config
-from analysis.errors import AuditError
-from analysis.selection import FEATURE_KINDS, select_chunk, select_files
-from analysis.selection.objects import TauIdFallbackWarning
-from analysis.selection.processor import CUTFLOW_STEPS
+from hsaudit.config import load_config
+from hsaudit.errors import AuditError
+from hsaudit.selection import FEATURE_KINDS, select_chunk, select_files
+from hsaudit.selection.objects import TauIdFallbackWarning
+from hsaudit.selection.processor import CUTFLOW_STEPS
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import pytest
 import uproot
 import yaml
 
-from analysis.config import load_config
-from analysis.errors import AuditError
-from analysis.selection import FEATURE_KINDS, select_chunk
-from analysis.selection.features import FEATURES, resolve_features
-from analysis.tables import FeatureTable, feature_column, region_column
+from hsaudit.config import load_config
+from hsaudit.errors import AuditError
+from hsaudit.selection import FEATURE_KINDS, select_chunk
+from hsaudit.selection.features import FEATURES, resolve_features
+from hsaudit.tables import FeatureTable, feature_column, region_column
 
-generate = pytest.importorskip("analysis.generate")
+generate = pytest.importorskip("hsaudit.generate")
 
 N_EVENTS = 4000
 REPO = Path(__file__).resolve().parent.parent

@@ -4,8 +4,8 @@ the key, before anything runs or writes."""
 
 import pytest
 
-from analysis.config import load_config
-from analysis.errors import AuditError
+from hsaudit.config import load_config
+from hsaudit.errors import AuditError
 
 
 def _set(section, key, value):

@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("pyhf")
 pytest.importorskip("iminuit")
 
-from analysis.stats import Model, generate_toys, nll  # noqa: E402
+from hsaudit.stats import Model, generate_toys, nll  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "fits.py"
 

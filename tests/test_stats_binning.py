@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from analysis.errors import AuditError
-from analysis.stats import check_edges, histogram, optimised_edges, uniform_edges
+from hsaudit.errors import AuditError
+from hsaudit.stats import check_edges, histogram, optimised_edges, uniform_edges
 
 
 def sample(seed=0):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import AuditError
-from analysis.stats import Model, fit_toys, generate_toys
-from analysis.stats.fit import STATUS_BAD_DATA, STATUS_MAXITER, STATUS_NOT_PD, compiled, nll_grad_hess
+from hsaudit.errors import AuditError
+from hsaudit.stats import Model, fit_toys, generate_toys
+from hsaudit.stats.fit import STATUS_BAD_DATA, STATUS_MAXITER, STATUS_NOT_PD, compiled, nll_grad_hess
 
 
 def spec(mu_bounds=(-3.0, 10.0), degenerate=False):
@@ -148,7 +148,7 @@ def test_large_yields_converge_despite_nll_round_off(scale):
 
 
 def test_nuisance_impact_is_the_mu_shift_with_the_parameter_fixed_at_its_post_fit_band():
-    from analysis.audit import nuisance_impact
+    from hsaudit.audit import nuisance_impact
 
     model = Model(spec())
     asimov = model.expected_main(model.param_vector(mu=1.0))

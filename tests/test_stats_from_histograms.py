@@ -6,8 +6,8 @@ import torch
 
 pyhf = pytest.importorskip("pyhf")
 
-from analysis.errors import AuditError  # noqa: E402
-from analysis.stats import fit_toys, model_from_histograms, truth_from_histograms  # noqa: E402
+from hsaudit.errors import AuditError  # noqa: E402
+from hsaudit.stats import fit_toys, model_from_histograms, truth_from_histograms  # noqa: E402
 
 
 def hists():

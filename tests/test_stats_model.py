@@ -5,9 +5,9 @@ import pytest
 
 pyhf = pytest.importorskip("pyhf")
 
-from analysis.errors import AuditError  # noqa: E402
-from analysis.stats import Model, from_pyhf_workspace, to_pyhf_workspace  # noqa: E402
-from analysis.stats.model import pyhf_pars  # noqa: E402
+from hsaudit.errors import AuditError  # noqa: E402
+from hsaudit.stats import Model, from_pyhf_workspace, to_pyhf_workspace  # noqa: E402
+from hsaudit.stats.model import pyhf_pars  # noqa: E402
 
 
 def spec():

@@ -12,9 +12,9 @@ import torch
 
 pyhf = pytest.importorskip("pyhf")
 
-from analysis.stats import Model, fit_toys, generate_toys, nll  # noqa: E402
-from analysis.stats.model import pars_from_pyhf, pyhf_data, pyhf_pars  # noqa: E402
-from analysis.stats.significance import discovery_q0  # noqa: E402
+from hsaudit.stats import Model, fit_toys, generate_toys, nll  # noqa: E402
+from hsaudit.stats.model import pars_from_pyhf, pyhf_data, pyhf_pars  # noqa: E402
+from hsaudit.stats.significance import discovery_q0  # noqa: E402
 
 
 def cross_check_spec():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.stats import Model, asimov_significance
-from analysis.stats.significance import asimov_data, discovery_q0
+from hsaudit.stats import Model, asimov_significance
+from hsaudit.stats.significance import asimov_data, discovery_q0
 
 pyhf = pytest.importorskip("pyhf")
 
@@ -38,7 +38,7 @@ def test_asimov_significance_with_systematics_matches_pyhf_and_is_smaller():
     pyhf.set_backend("numpy", "scipy")
     pm = pyhf.Workspace(model.to_pyhf_workspace()).model()
     main, aux = asimov_data(model)
-    from analysis.stats.model import pyhf_data
+    from hsaudit.stats.model import pyhf_data
 
     q0 = pyhf.infer.test_statistics.q0(0.0, pyhf_data(model, pm, main, aux), pm, pm.config.suggested_init(),
                                        pm.config.suggested_bounds(), pm.config.suggested_fixed())

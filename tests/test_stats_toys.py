@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.errors import AuditError
-from analysis.stats import Model, ToyResult, generate_toys, merge, run_pseudo_experiments, summarise
+from hsaudit.errors import AuditError
+from hsaudit.stats import Model, ToyResult, generate_toys, merge, run_pseudo_experiments, summarise
 
 
 def asymptotic_spec():

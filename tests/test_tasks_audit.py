@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pytest
 import yaml
 
-from analysis.report import validate_summary
+from hsaudit.report import validate_summary
 from law_cli import run_law
 
 

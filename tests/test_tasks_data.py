@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from analysis.config import load_config
-from analysis.tables import FeatureTable
+from hsaudit.config import load_config
+from hsaudit.tables import FeatureTable
 from law_cli import files_below, run_law
 
 

@@ -4,13 +4,13 @@ closure of nominal toys that it restores on a model with noisy templates."""
 import numpy as np
 import pytest
 
-from analysis.errors import AuditError
-from analysis.fit_stage import _bin_index, _shape_noise
-from analysis.stats.from_histograms import build_spec
-from analysis.stats.model import Model
-from analysis.stats.template_treatment import (shape_noise_test, smooth_relative, treat_templates,
+from hsaudit.errors import AuditError
+from hsaudit.fit_stage import _bin_index, _shape_noise
+from hsaudit.stats.from_histograms import build_spec
+from hsaudit.stats.model import Model
+from hsaudit.stats.template_treatment import (shape_noise_test, smooth_relative, treat_templates,
                                                treatment_settings)
-from analysis.stats.toys import run_pseudo_experiments, summarise
+from hsaudit.stats.toys import run_pseudo_experiments, summarise
 
 
 def noisy_histograms(seed=0, nb=8, common=0.08, nsyst=3):
@@ -148,7 +148,7 @@ def test_mismatched_template_is_refused():
 
 
 def test_imposed_pruning_decisions_override_the_test():
-    from analysis.stats.template_treatment import pruning_decisions
+    from hsaudit.stats.template_treatment import pruning_decisions
 
     nom = np.full(5, 100.0)
     big = {"up": nom * np.linspace(0.5, 1.5, 5), "down": nom * np.linspace(1.5, 0.5, 5)}

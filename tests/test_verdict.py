@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from analysis.errors import AuditError
-from analysis.stats.toys import ToyResult
-from analysis.verdict import closure, closure_settings, decide, null_quantile
+from hsaudit.errors import AuditError
+from hsaudit.stats.toys import ToyResult
+from hsaudit.verdict import closure, closure_settings, decide, null_quantile
 
 
 def true_max_quantile(m, s, k, q):
@@ -145,8 +145,8 @@ def test_end_to_end_planted_and_zero_attacks_through_the_bootstrap():
     sys.path.insert(0, str(Path(__file__).parent))
     from test_impacts import counting_setup
 
-    from analysis.config import Systematic
-    from analysis.stats.impacts import AttackedEvents, impacts_with_uncertainty
+    from hsaudit.config import Systematic
+    from hsaudit.stats.impacts import AttackedEvents, impacts_with_uncertainty
 
     cfg, sample, outputs = counting_setup(1500, 6000, seed=8)
     cfg = dataclasses.replace(cfg, systematics={"bkg_norm": Systematic("bkg_norm", "normalization", 0.01, processes=["bkg"])},

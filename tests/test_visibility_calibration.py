@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from analysis.visibility import Calibration, VisibilitySettings, build_looks, calibrate
-from analysis.visibility.synthetic import make_synthetic
+from hsaudit.visibility import Calibration, VisibilitySettings, build_looks, calibrate
+from hsaudit.visibility.synthetic import make_synthetic
 
 ALPHA = 0.05
 
@@ -159,7 +159,7 @@ def test_negative_weights_toy_variance_and_global_rate():
 def test_marginal_bin_counter_equals_the_dense_one_hot_product(calibrated):
     """The pair grids rebuilt from marginals are exactly the dense one-hot counts, including
     pairs whose cells were merged (large min_expected) and tiny event chunks."""
-    from analysis.visibility.pseudodata import BinCounter, event_counts
+    from hsaudit.visibility.pseudodata import BinCounter, event_counts
 
     a, x, reg, nn, looks, cal = calibrated
     merged = build_looks(x, a.weights, reg, a.feature_names, list(a.control_regions),
@@ -174,7 +174,7 @@ def test_marginal_bin_counter_equals_the_dense_one_hot_product(calibrated):
 def test_heavy_events_do_not_make_a_bin():
     """Bins need >= min_effective effective MC events, not only >= min_expected expected events:
     a region of 40 events of weight 25 (1000 expected) gets at most 4 bins per feature."""
-    from analysis.visibility.binning import merge_cells
+    from hsaudit.visibility.binning import merge_cells
 
     assert merge_cells(np.full(10, 100.0), 10.0, np.full(10, 2500.0), 10.0).max() + 1 == 2
     assert merge_cells(np.full(10, 100.0), 10.0, np.full(10, 2500.0), 0.0).max() + 1 == 10

@@ -7,16 +7,16 @@ control-region changes; a shift of nothing is exactly nothing."""
 import numpy as np
 import pytest
 
-from analysis.visibility import VisibilitySettings, build_looks, calibrate
-from analysis.visibility.pseudodata import event_counts
-from analysis.visibility.statistic import p_values
+from hsaudit.visibility import VisibilitySettings, build_looks, calibrate
+from hsaudit.visibility.pseudodata import event_counts
+from hsaudit.visibility.statistic import p_values
 
 ALPHA = 0.05
 
 
 @pytest.fixture(scope="module")
 def analysis():
-    from analysis.visibility.synthetic import make_synthetic
+    from hsaudit.visibility.synthetic import make_synthetic
 
     a = make_synthetic(20000, seed=1)
     x = a.features(0.0)
@@ -81,7 +81,7 @@ def test_random_smearing_in_the_box_is_hidden_only_with_the_noise_correction():
     order: the raw shift d looks like a strong signal, the noise-corrected one does not. The
     residual power after the correction (0.1-0.3 over seeds) is the noise of the lambda estimates
     maximised over ~70 looks plus the real second-order smearing, not an alpha-sized null."""
-    from analysis.visibility.synthetic import make_synthetic
+    from hsaudit.visibility.synthetic import make_synthetic
 
     a = make_synthetic(20000, seed=1, weight_scale=10.0, scale=0.04)
     x = a.features(0.0)

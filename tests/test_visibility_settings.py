@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from analysis.errors import AuditError
-from analysis.visibility import VisibilitySettings, build_looks, calibrate
-from analysis.visibility.synthetic import make_synthetic
+from hsaudit.errors import AuditError
+from hsaudit.visibility import VisibilitySettings, build_looks, calibrate
+from hsaudit.visibility.synthetic import make_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,397 @@
+"""The attack stage of the audit: which events an attack moves, the envelope of a
+systematic built from the event's own shifted variants, running one configured attack, and
+deciding whether its result would be visible in data. The law tasks AttackSystematic and
+ValidateAttack call these functions.
+
+Conventions (documented in docs/audit.md):
+- a mismodelling is a property of the simulation, not of a region: every attack moves every
+  selected event (selected in some region in the nominal variant or in the attacked
+  systematic's up or down variant, with finite nominal features); nothing is subsampled, so
+  no attack is diluted. After the attack the selection's kinematic cuts are re-applied to
+  the attacked features, so events migrate across thresholds as in the standard shift
+  (hsaudit.attack_regions);
+- the objective (default "shift_output": push the NN output towards signal) is evaluated on
+  the signal-region candidates (events in the signal region in the nominal, up or down
+  variant). Event-wise attacks (random, FGSM, PGD, nuisance PGD, CONSERVAttack) optimise
+  each event's own objective, which does not depend on the event's region: they move
+  control-region events by the same rule. Universal attacks (one learned mapping: the
+  adversarial network, the nuisance field) are fitted on the signal-region candidates and
+  applied to every event;
+- no optimising against the judge: a universal attack is fitted (and, with keep_hidden,
+  monitored) on one half of the events (``fitting_half``: a hash of the event ids) and
+  judged, like its impact, on the other half, whose weights count twice
+  (``AttackOutcome.eval_weights``). Event-wise attacks fit nothing across events, so they
+  are judged on every event with its own weight;
+- the envelope of a shift systematic is the box spanned by the event's down, nominal and up
+  variants, scaled by ``audit.n_sigma``; features the systematic does not move stay fixed;
+  integer features stay integer;
+- *hidden* means: the calibrated data-visibility test (hsaudit.visibility), at the
+  analysis luminosity, would notice the attacked simulation with a probability (power) of
+  at most ``checks.power_max``; the published statistics (KS, chi2, JSD, correlation change,
+  standard band) are reported next to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hsaudit.config import AnalysisConfig
+from hsaudit.errors import AuditError
+from hsaudit.samples import EventSample
+from hsaudit.seeds import derive_seed
+from hsaudit.tables import NOMINAL
+
+
+def feature_kinds(cfg: AnalysisConfig) -> dict[str, str]:
+    """Kind of each feature: from the config where given, else the selection's registry."""
+    kinds = {f.name: f.kind for f in cfg.features}
+    if cfg.input.get("kind", "nanoaod") == "nanoaod":
+        from hsaudit.selection.features import FEATURE_KINDS
+
+        for name in kinds:
+            if kinds[name] == "other" and name in FEATURE_KINDS:
+                kinds[name] = FEATURE_KINDS[name]
+    return kinds
+
+
+def integer_features(cfg: AnalysisConfig) -> list[str]:
+    return [n for n, k in feature_kinds(cfg).items() if k == "integer"]
+
+
+def attack_rows(sample: EventSample, cfg: AnalysisConfig, systematic: str) -> np.ndarray:
+    """Indices of the events an attack in ``systematic``'s envelope moves: every event
+    selected in some region in the nominal or in the systematic's up or down variant, with
+    finite nominal features (an event whose nominal features cannot be computed has no
+    envelope). Sorted. All of them: a subset would dilute the mismodelling."""
+    from hsaudit.attack_regions import candidates
+
+    if "max_events" in cfg.audit:
+        raise AuditError("audit.max_events is no longer a setting: every selected event is attacked "
+                         "(a mismodelling of a subset would be diluted); remove it from the configuration")
+    selected = np.zeros(len(sample), dtype=bool)
+    for region in sample.regions:
+        selected |= candidates(sample, region, systematic)
+    selected &= np.isfinite(sample.X[NOMINAL]).all(axis=1)
+    rows = np.flatnonzero(selected)
+    if len(rows) == 0:
+        raise AuditError("no selected events to attack: check the selection")
+    return rows
+
+
+def fitting_half(keys: np.ndarray) -> np.ndarray:
+    """(N,) bool: the half of the events a universal attack is fitted on, from a hash of each
+    event's key (the same event is always in the same half, whatever else is attacked)."""
+    from hsaudit.attacks.base import _mix
+
+    return (_mix(np.asarray(keys, dtype=np.uint64)) >> np.uint64(17)) & np.uint64(1) == np.uint64(0)
+
+
+def region_arrays(regions: dict) -> dict:
+    """The npz layout of region membership in attack outputs (attacked.npz, nn_outputs.npz):
+    region membership of the attacked events after the attack, as npz arrays."""
+    names = list(regions)
+    return {"region_names": np.array(names), "in_region_after": np.stack([regions[r] for r in names])}
+
+
+def regions_from_arrays(f) -> dict:
+    if "in_region_after" not in f.files or "region_names" not in f.files:
+        name = getattr(getattr(f, "fid", None), "name", "an attack output")
+        raise AuditError(f"{name} has no region membership "
+                         "after the attack (written by an older version of the tool): rerun with a new --version "
+                         "or remove the AttackSystematic outputs (--remove-output)")
+    return {str(r): f["in_region_after"][i].astype(bool) for i, r in enumerate(f["region_names"])}
+
+
+def attacked_systematics(cfg: AnalysisConfig) -> list[str]:
+    names = cfg.audit.get("systematics") or cfg.shift_names
+    for name in names:
+        if cfg.systematics[name].type != "shift":
+            raise AuditError(f"audit.systematics: '{name}' is a {cfg.systematics[name].type} systematic; "
+                             "only shift systematics have an envelope in feature space")
+    return list(names)
+
+
+def configured_attacks(cfg: AnalysisConfig) -> list[str]:
+    names = cfg.audit.get("attacks") or list(cfg.attacks)
+    if not names:
+        raise AuditError("no attacks configured (config section 'attacks')")
+    return list(names)
+
+
+# bump when the rule that turns variants into an envelope changes: attack outputs are keyed by it
+ENVELOPE_RULE = "continuous-variants-v2"
+
+
+def continuous_variant(nominal: np.ndarray, variant: np.ndarray, integer: list[int]) -> np.ndarray:
+    """The variant where it is a continuous deformation of the event, else the nominal.
+
+    Where a shift changes an integer feature of an event (a jet crosses the pt threshold, so
+    the jet multiplicity changes), the variant is another object configuration, not a scaled
+    version of the event: the features of the appearing or vanishing object jump between a
+    filler and a real value (jet1_eta 0 -> 1.7, jet1_pt 0 -> 31 GeV). A box between the two
+    contains unphysical events (a 15 GeV jet in an event with no jet), which even the random
+    control fills, so that direction is dropped for that event: the attack may deform the event
+    continuously but not invent or remove objects."""
+    out = np.array(variant, dtype=nominal.dtype, copy=True)
+    if integer:
+        jumps = (np.nan_to_num(variant[:, integer], nan=np.inf) != nominal[:, integer]).any(axis=1)
+        out[jumps] = nominal[jumps]
+    return out
+
+
+def build_envelope(sample: EventSample, rows: np.ndarray, cfg: AnalysisConfig, systematic: str):
+    """The systematic's envelope of the attacked rows: the box spanned by each event's down,
+    nominal and up variants (continuous deformations only, see ``continuous_variant``),
+    scaled by ``audit.n_sigma``."""
+    from hsaudit.attacks.envelope import Envelope
+
+    up, down = f"{systematic}_up", f"{systematic}_down"
+    if up not in sample.variants:
+        raise AuditError(f"systematic '{systematic}' has no shifted variants in the feature tables")
+    nominal = sample.X[NOMINAL][rows]
+    integer = [sample.features.index(f) for f in integer_features(cfg) if f in sample.features]
+    return Envelope.from_variants(
+        nominal, continuous_variant(nominal, sample.X[up][rows], integer),
+        continuous_variant(nominal, sample.X[down][rows], integer),
+        n_sigma=float(cfg.audit.get("n_sigma", 1.0)), integer_features=integer_features(cfg),
+        feature_names=sample.features, systematic=systematic, missing="fixed",
+    )
+
+
+def event_keys(sample: EventSample, rows: np.ndarray) -> np.ndarray:
+    """One integer per event from (dataset, run, luminosityBlock, event): keys the attacks'
+    per-event random numbers, so an event gets the same perturbation in any batch."""
+    ids = sample.event_id[rows]
+    with np.errstate(over="ignore"):
+        key = ids["event"].astype(np.uint64)
+        for part in (ids["luminosityBlock"], ids["run"], sample.dataset[rows]):
+            key = key * np.uint64(0x100000001B3) ^ part.astype(np.uint64)
+    return key
+
+
+@dataclass
+class AttackOutcome:
+    rows: np.ndarray          # indices into the sample
+    x_adv: np.ndarray         # (len(rows), F) attacked features
+    regions: dict             # region -> (len(rows),) membership after the attack
+    eval_weights: np.ndarray  # (len(rows),) weights with which the result is judged and measured
+    info: dict                # settings, seed, timing of the attack
+    metrics: dict             # fooling ratio, AUC before/after, significance, distance, ...
+    extra: dict               # attack-specific objects (e.g. the adversarial network's state)
+
+
+def evaluation_weights(weights: np.ndarray, fit_half: np.ndarray | None) -> np.ndarray:
+    """Weights with which an attack's result is judged: its own weight for every event, or,
+    for an attack fitted on ``fit_half``, twice the weight on the other half and zero on the
+    fitted half (the same expected yields, from events the attack never saw)."""
+    w = np.asarray(weights, dtype=np.float64)
+    return w.copy() if fit_half is None else np.where(fit_half, 0.0, 2.0 * w)
+
+
+RANDOM_CONTROL = "random"
+
+
+def make_attack(cfg: AnalysisConfig, attack_name: str):
+    """(attack object, objective) of a configured attack."""
+    from hsaudit.attacks.registry import get_attack_class
+
+    if attack_name == RANDOM_CONTROL and attack_name not in cfg.attacks:
+        # the random control always exists: the null ensemble needs it even where the
+        # configuration lists no attack of that name
+        return get_attack_class("random")(), cfg.audit.get("objective", "shift_output")
+    if attack_name not in cfg.attacks:
+        raise AuditError(f"unknown attack '{attack_name}' (configured: {list(cfg.attacks)})")
+    spec = dict(cfg.attacks[attack_name])
+    kind = spec.pop("type", attack_name)
+    objective = spec.pop("objective", cfg.audit.get("objective", "shift_output"))
+    if kind == "fgsm":
+        # relative steps for momenta, absolute for angles: by the feature's kind, not its name
+        spec.setdefault("feature_kinds", feature_kinds(cfg))
+    return get_attack_class(kind)(**spec), objective
+
+
+def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str, systematic: str,
+               attack_name: str, calibration=None, seed: int | None = None) -> AttackOutcome:
+    """Run one configured attack on every selected event (module docstring). ``calibration``
+    (hsaudit.visibility.Calibration of this model) is needed by attacks that keep only
+    hidden states (``keep_hidden``); ``seed`` overrides the derived seed (random-control
+    ensembles)."""
+    from hsaudit.attack_regions import candidates, regions_after_attack
+    from hsaudit.attacks.metrics import attack_metrics
+
+    attack, objective = make_attack(cfg, attack_name)
+    rows = attack_rows(sample, cfg, systematic)
+    envelope = build_envelope(sample, rows, cfg, systematic)
+    x = sample.X[NOMINAL][rows]
+    y = sample.y[rows]
+    w = sample.weight[rows]
+    keys = event_keys(sample, rows)
+    sr = cfg.signal_region
+    fit_half = fitting_half(keys) if attack.universal else None
+    objective_mask = candidates(sample, sr, systematic)[rows] if objective == "shift_output" else np.ones(len(rows), bool)
+    if fit_half is not None:
+        objective_mask = objective_mask & fit_half
+    eval_w = evaluation_weights(w, fit_half)
+    if seed is None:
+        seed = derive_seed(cfg.seed, "attack", model_name, systematic, attack_name)
+
+    monitor = None if calibration is None else hidden_monitor(model, sample, rows, cfg, systematic, calibration,
+                                                                 w if fit_half is None else np.where(fit_half, 2.0 * w, 0.0))
+
+    result = attack.attack(model, x, envelope, objective=objective, labels=y, weights=w, seed=seed,
+                           objective_mask=objective_mask, event_keys=keys, monitor=monitor)
+    x_adv = result.numpy()
+    regions = regions_after_attack(sample, rows, x_adv, cfg, systematic)
+    judged = eval_w != 0
+    in_sr = sample.region[(sr, NOMINAL)][rows]
+    metrics = attack_metrics(model, x[judged], x_adv[judged], envelope.subset(np.flatnonzero(judged)),
+                             labels=y[judged], weights=eval_w[judged], mask=in_sr[judged],
+                             mask_after=regions[sr][judged])
+    metrics["migration"] = {r: {"entered": int((m & ~sample.region[(r, NOMINAL)][rows]).sum()),
+                                "left": int((~m & sample.region[(r, NOMINAL)][rows]).sum())}
+                            for r, m in regions.items()}
+    metrics["n_events_moved"] = int((x_adv != x).any(axis=1).sum())
+    metrics["n_events_judged"] = int(judged.sum())
+    return AttackOutcome(rows=rows, x_adv=x_adv, regions=regions, eval_weights=eval_w, info=result.info,
+                         metrics=metrics, extra=result.extra)
+
+
+def hidden_monitor(model, sample: EventSample, rows: np.ndarray, cfg: AnalysisConfig, systematic: str, calibration,
+                   monitor_weights: np.ndarray):
+    """The monitor of ``keep_hidden``: x_candidate -> hidden? judged with ``monitor_weights``
+    (twice the weight on the fitting half, zero elsewhere), so that the final verdict, on the
+    other half, is on statistics the attack did not select on."""
+    from hsaudit.calibration_stage import nominal_outputs
+
+    nn_nominal = nominal_outputs(model, sample)
+
+    def monitor(x_candidate) -> bool:
+        return visibility(model, sample, rows, x_candidate, cfg, systematic, calibration, monitor_weights,
+                          nn_nominal=nn_nominal)["hidden"]
+
+    return monitor
+
+
+def shifted_sample(sample: EventSample, rows: np.ndarray, x_adv: np.ndarray,
+                   regions_after: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The whole sample's nominal features and region membership with the attacked rows
+    replaced by their attacked features and membership after the attack."""
+    x = sample.X[NOMINAL].copy()
+    x[rows] = x_adv
+    regions = {}
+    for r in sample.regions:
+        m = sample.region[(r, NOMINAL)].copy()
+        m[rows] = np.asarray(regions_after[r], dtype=bool)
+        regions[r] = m
+    return x, regions
+
+
+def nominal_regions(sample: EventSample) -> dict[str, np.ndarray]:
+    return {r: sample.region[(r, NOMINAL)] for r in sample.regions}
+
+
+def visibility(model, sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, cfg: AnalysisConfig,
+               systematic: str, calibration, eval_weights: np.ndarray | None = None,
+               regions_after: dict[str, np.ndarray] | None = None, nn_nominal: np.ndarray | None = None,
+               nn_attacked: np.ndarray | None = None) -> dict:
+    """Would data at the analysis luminosity show the attacked simulation? The calibrated
+    global test's power (hsaudit.visibility) for the attacked rows judged with
+    ``eval_weights`` (default their weights); ``hidden`` when the power is at most
+    ``checks.power_max``. ``nn_nominal``: the model's nominal output of every row;
+    ``nn_attacked``: its output of the attacked rows (each computed when not given)."""
+    from hsaudit.attack_regions import regions_after_attack
+    from hsaudit.calibration_stage import looks_use_nn_output, nominal_outputs
+    from hsaudit.ml.evaluation import predict
+
+    if regions_after is None:
+        regions_after = regions_after_attack(sample, rows, x_adv, cfg, systematic)
+    x_full, regions_full = shifted_sample(sample, rows, x_adv, regions_after)
+    e_full = sample.weight.astype(np.float64).copy()
+    if eval_weights is not None:
+        e_full[rows] = eval_weights
+    nn_full = None
+    if looks_use_nn_output(calibration.looks):
+        nn_full = (nominal_outputs(model, sample) if nn_nominal is None else nn_nominal).copy()
+        nn_full[rows] = predict(model, x_adv) if nn_attacked is None else nn_attacked
+    shift = calibration.looks.shift(x_full, regions_full, nn_output_shifted=nn_full, eval_weights=e_full)
+    result = calibration.power(shift)
+    return {"hidden": bool(result.hidden), "power": float(result.power), "power_unc": float(result.power_unc),
+            "visibility": result.to_dict()}
+
+
+def published_checks(sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, cfg: AnalysisConfig,
+                     systematic: str, regions_after: dict[str, np.ndarray], eval_weights: np.ndarray,
+                     outputs_nominal: np.ndarray, outputs_attacked: np.ndarray) -> list[dict]:
+    """The papers' statistics per region (KS, chi2, JSD, correlation change, NN output in
+    control regions, standard band) against their published thresholds: reported so that
+    the papers' criteria can be read off; the verdict is the calibrated test's. Computed on
+    the judged events (non-zero ``eval_weights``); ``outputs_nominal`` / ``outputs_attacked``:
+    the model's outputs of the rows before and after the attack."""
+    from hsaudit.attacks.checks import ALL_CHECKS, correlation_check, run_checks
+
+    thresholds = published_thresholds(cfg)
+    judged = np.asarray(eval_weights) != 0
+    rows, x_adv, w = rows[judged], x_adv[judged], np.asarray(eval_weights)[judged]
+    regions_after = {r: np.asarray(m, dtype=bool)[judged] for r, m in regions_after.items()}
+    x_nom = sample.X[NOMINAL][rows]
+    up = sample.X[f"{systematic}_up"][rows]
+    down = sample.X[f"{systematic}_down"][rows]
+    p_nom = np.asarray(outputs_nominal)[judged]
+    p_adv = np.asarray(outputs_attacked)[judged]
+    checks = []
+    for region in sample.regions:
+        m = sample.region[(region, NOMINAL)][rows]
+        ma = regions_after[region]
+        if m.sum() < 2 or ma.sum() < 2:
+            continue
+        mu = sample.region[(region, f"{systematic}_up")][rows]
+        md = sample.region[(region, f"{systematic}_down")][rows]
+        control = region != cfg.signal_region
+        results = run_checks(
+            x_nom[m], x_adv[ma], w[m], sample.features, region,
+            outputs_nominal=p_nom[m] if control else None,
+            outputs_attacked=p_adv[ma] if control else None,
+            up=np.nan_to_num(up[mu]), down=np.nan_to_num(down[md]),
+            weights_up=w[mu], weights_down=w[md], thresholds=thresholds, weights_attacked=w[ma],
+            which=[c for c in ALL_CHECKS if c != "correlation" and (control or not c.startswith("nn_output"))],
+        )
+        # correlations: the same events (in the region before or after) with their nominal and
+        # attacked features; between the two event sets it would measure the MC statistics of
+        # the migrating events
+        both = m | ma
+        results.append(correlation_check(x_nom[both], x_adv[both], w[both], region, thresholds))
+        checks += [c.to_dict() for c in results]
+    return checks
+
+
+def published_thresholds(cfg: AnalysisConfig) -> dict:
+    """The ``checks`` keys of the published statistics (the rest configure the calibrated test)."""
+    from hsaudit.attacks.checks import DEFAULT_THRESHOLDS
+
+    return {k: v for k, v in dict(cfg.checks).items() if k in DEFAULT_THRESHOLDS}
+
+
+def validate_attack(model, sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, cfg: AnalysisConfig,
+                    systematic: str, calibration, regions_after: dict[str, np.ndarray] | None = None,
+                    eval_weights: np.ndarray | None = None) -> dict:
+    """The calibrated visibility of an attack result (``hidden``, ``power``) and the
+    published statistics, with the NN outputs of the attacked rows before and after."""
+    from hsaudit.attack_regions import regions_after_attack
+    from hsaudit.ml.evaluation import predict
+
+    if regions_after is None:
+        regions_after = regions_after_attack(sample, rows, x_adv, cfg, systematic)
+    if eval_weights is None:
+        eval_weights = sample.weight[rows].astype(np.float64)
+    p_nom = predict(model, sample.X[NOMINAL][rows])
+    p_adv = predict(model, x_adv)
+    result = visibility(model, sample, rows, x_adv, cfg, systematic, calibration, eval_weights, regions_after,
+                        nn_attacked=p_adv)
+    result["published"] = published_checks(sample, rows, x_adv, cfg, systematic, regions_after, eval_weights,
+                                           p_nom, p_adv)
+    result["outputs_nominal"] = p_nom
+    result["outputs_attacked"] = p_adv
+    result["regions_after"] = regions_after
+    return result

@@ -1,0 +1,327 @@
+"""The fit stage of the audit: NN-output templates per channel (fit regions), sample
+(dataset) and systematic, the binned likelihood built from them, and the "truths" from which
+pseudo-experiments are drawn: nominal, each standard +-1 sigma variation, and each attack's
+attacked templates. Every scenario is fitted with the nominal model (Combine's bias-study
+recipe: generate with model A, fit with model B).
+
+Choices (documented in docs/audit.md):
+- samples of the likelihood are the datasets; signal datasets carry the POI mu;
+- shift and weight systematics become shape systematics (normsys + histosys sharing one
+  nuisance parameter, see hsaudit.stats.from_histograms); normalisation systematics become
+  normsys; the one named ``lumi`` is the luminosity uncertainty;
+- MC statistical uncertainties are Barlow-Beeston-lite ``staterror`` parameters unless
+  ``fit.mc_stat_uncertainty`` is false (templates then count as exact: use it only where the
+  simulation is a stand-in far smaller than the data it models, as in the demo);
+- the binning is optimised per channel on its nominal background (at least
+  ``fit.min_background_per_bin`` expected events and at most
+  ``fit.max_relative_stat_uncertainty`` MC uncertainty per bin), so that sparse control regions
+  get few (or one) bins;
+- shape templates are treated before the model is built (``fit.shape_treatment``:
+  symmetrised, optionally smoothed, pruned where the MC noise of the events that change bin
+  cannot resolve them; hsaudit.stats.template_treatment), so that nominal toys close;
+- attacked events keep their nominal weight (or the attack's measuring weights) and, unless
+  their region membership after the attack is given, their channels; only their NN output
+  changes;
+- a dataset with no nominal yield in a channel has no template there (events migrating in
+  under a shift are then not modelled in that channel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hsaudit.config import AnalysisConfig
+from hsaudit.errors import AuditError
+from hsaudit.samples import EventSample
+from hsaudit.tables import NOMINAL
+
+
+def fit_channels(cfg: AnalysisConfig) -> list[str]:
+    return list(cfg.fit.get("channels") or cfg.regions)
+
+
+def variant_systematics(cfg: AnalysisConfig) -> list[str]:
+    """Shift and weight systematics that have +-1 sigma variants, from the configuration
+    alone (declared-only per-feature uncertainties of flat tables get coherent +-sigma_i
+    variants when the sample is assembled, see hsaudit.samples)."""
+    return list(cfg.shift_names) + [s.name for s in cfg.systematics_of_type("weight")]
+
+
+def shape_systematics(cfg: AnalysisConfig, sample: EventSample) -> list[str]:
+    shifts = [s for s in sample.shift_names() if s in cfg.systematics]
+    weights = [s.name for s in cfg.systematics_of_type("weight")
+               if f"{s.name}_up" in sample.weight_variations]
+    return shifts + weights
+
+
+def scenarios(cfg: AnalysisConfig, shape_systs: list[str], attacks: list[tuple[str, str]]) -> list[str]:
+    """Truths of the pseudo-experiments: nominal, +-1 sigma of each shape systematic, attacks."""
+    out = ["nominal"]
+    for s in shape_systs:
+        out += [f"{s}_up", f"{s}_down"]
+    out += [f"attack/{syst}/{attack}" for syst, attack in attacks]
+    return out
+
+
+def binning(outputs: np.ndarray, sample: EventSample, cfg: AnalysisConfig, channel: str) -> np.ndarray:
+    from hsaudit.stats.binning import optimised_edges, uniform_edges
+
+    n_bins = int(cfg.fit.get("n_bins", 10))
+    if cfg.fit.get("binning", "optimised") == "uniform":
+        return uniform_edges(n_bins)
+    region = sample.region[(channel, NOMINAL)]
+    sig, bkg = region & (sample.y == 1), region & (sample.y == 0)
+    if not bkg.any():
+        raise AuditError(f"fit channel '{channel}' has no background events: remove it from fit.channels")
+    if not sig.any():
+        sig = bkg
+    try:
+        return optimised_edges(
+            outputs[sig], sample.weight[sig], outputs[bkg], sample.weight[bkg], n_bins_target=n_bins,
+            min_bkg_yield=float(cfg.fit.get("min_background_per_bin", 1.0)),
+            max_rel_stat_unc=float(cfg.fit.get("max_relative_stat_uncertainty", 0.3)),
+        )
+    except AuditError:
+        # too little background MC for even one bin meeting the requirements: a single
+        # counting bin, whose large MC uncertainty the staterror parameter carries
+        return uniform_edges(1)
+
+
+def _hist(scores, weights, edges):
+    scores = np.clip(scores, edges[0], edges[-1])
+    counts, _ = np.histogram(scores, edges, weights=weights)
+    sumw2, _ = np.histogram(scores, edges, weights=weights ** 2)
+    return counts, sumw2
+
+
+def _bin_index(scores, edges) -> np.ndarray:
+    """Bin of each score as np.histogram assigns it (after clipping into the edges; the last
+    bin includes its right edge); -1 for NaN (np.histogram drops those)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    idx = np.searchsorted(edges, np.clip(scores, edges[0], edges[-1]), side="right") - 1
+    idx = np.minimum(idx, len(edges) - 2)
+    return np.where(np.isfinite(scores), idx, -1)
+
+
+def template_index(outputs: dict[str, np.ndarray], sample: EventSample, cfg: AnalysisConfig,
+                   edges: dict[str, np.ndarray]) -> dict:
+    """Per (channel, dataset): the rows and bins of the nominal template and, per shape
+    systematic and direction, the rows, bins and the weight array they take (the nominal
+    weight for shift variants, the weight variation otherwise). Templates for any event
+    weights (a bootstrap replica) then cost a few bincounts (:func:`templates_from_index`)."""
+    systs = shape_systematics(cfg, sample)
+    index: dict = {"edges": {ch: np.asarray(e, dtype=np.float64) for ch, e in edges.items()}, "channels": {}}
+    for ch in fit_channels(cfg):
+        e = index["edges"][ch]
+        per_ds = {}
+        for d, name in enumerate(sample.datasets):
+            in_ds = sample.dataset == d
+            rows = np.flatnonzero(in_ds & sample.region[(ch, NOMINAL)])
+            bins = _bin_index(outputs[NOMINAL][rows], e)
+            entry = {"rows": rows[bins >= 0], "bins": bins[bins >= 0], "shapes": {}}
+            for s in systs:
+                entry["shapes"][s] = {}
+                for direction in ("up", "down"):
+                    variant = f"{s}_{direction}"
+                    if variant in sample.variants:
+                        rv = np.flatnonzero(in_ds & sample.region[(ch, variant)])
+                        bv = _bin_index(outputs[variant][rv], e)
+                        entry["shapes"][s][direction] = (rv[bv >= 0], bv[bv >= 0], None)
+                    else:
+                        entry["shapes"][s][direction] = (entry["rows"], entry["bins"], variant)
+            per_ds[name] = entry
+        index["channels"][ch] = per_ds
+    return index
+
+
+def _shape_noise(nb, up, down, wu, wd) -> np.ndarray:
+    """Covariance (nb, nb) of the estimator up - down over the MC events: sum_i a_i a_i^T with
+    a_i = w_up,i e_(bin under up) - w_down,i e_(bin under down) (an event in the same bin with
+    the same weight in both contributes nothing)."""
+    rows_u, bins_u = up
+    rows_d, bins_d = down
+    C = np.zeros(nb * nb)
+    np.add.at(C, bins_u * (nb + 1), wu ** 2)
+    np.add.at(C, bins_d * (nb + 1), wd ** 2)
+    # cross terms of the events selected under both directions
+    common, iu, jd = np.intersect1d(rows_u, rows_d, assume_unique=True, return_indices=True)
+    if len(common):
+        cross = -wu[iu] * wd[jd]
+        np.add.at(C, bins_u[iu] * nb + bins_d[jd], cross)
+        np.add.at(C, bins_d[jd] * nb + bins_u[iu], cross)
+    return C.reshape(nb, nb)
+
+
+def templates_from_index(index: dict, sample: EventSample, event_scale: np.ndarray | None = None) -> dict:
+    """{channel: {dataset: {"nominal", "sumw2", "shapes": {syst: {"up", "down"}},
+    "shape_noise": {syst: (nb, nb)}}}} with every event weight times ``event_scale`` (N,)
+    (default 1); "shape_noise" is the MC-noise covariance of up - down (see
+    hsaudit.stats.template_treatment)."""
+    scale = None if event_scale is None else np.asarray(event_scale, dtype=np.float64)
+    hists: dict = {}
+    for ch, per_ds in index["channels"].items():
+        nb = len(index["edges"][ch]) - 1
+        hists[ch] = {}
+
+        def weights(rows, source):
+            w = sample.weight[rows] if source is None else sample.weight_variations[source][rows]
+            return w if scale is None else w * scale[rows]
+
+        for name, entry in per_ds.items():
+            w = weights(entry["rows"], None)
+            nominal = np.bincount(entry["bins"], weights=w, minlength=nb)
+            if nominal.sum() <= 0:
+                # a dataset the nominal model predicts nothing of in this channel (events may
+                # still migrate in under a shift): it cannot carry a template there
+                continue
+            sumw2 = np.bincount(entry["bins"], weights=w ** 2, minlength=nb)
+            shapes, noise = {}, {}
+            for s, dirs in entry["shapes"].items():
+                (ru, bu, su), (rd, bd, sd) = dirs["up"], dirs["down"]
+                wu, wd = weights(ru, su), weights(rd, sd)
+                shapes[s] = {"up": np.bincount(bu, weights=wu, minlength=nb),
+                             "down": np.bincount(bd, weights=wd, minlength=nb)}
+                noise[s] = _shape_noise(nb, (ru, bu), (rd, bd), wu, wd)
+            hists[ch][name] = {"nominal": nominal, "sumw2": sumw2, "shapes": shapes, "shape_noise": noise}
+        if not hists[ch]:
+            raise AuditError(f"fit channel '{ch}' has no events in the nominal variant: remove it from fit.channels")
+    return hists
+
+
+def template_histograms(outputs: dict[str, np.ndarray], sample: EventSample, cfg: AnalysisConfig,
+                        edges: dict[str, np.ndarray]) -> dict:
+    """{channel: {dataset: {"nominal", "sumw2", "shapes": {syst: {"up", "down"}}, "shape_noise"}}}"""
+    return templates_from_index(template_index(outputs, sample, cfg, edges), sample)
+
+
+def norm_systematics(cfg: AnalysisConfig, sample: EventSample) -> tuple[dict, float | None]:
+    norm, lumi = {}, None
+    for s in cfg.systematics_of_type("normalization"):
+        if s.name == "lumi":
+            lumi = s.uncertainty
+            continue
+        datasets = [n for n, p in zip(sample.datasets, sample.processes) if s.applies_to(p) or s.applies_to(n)]
+        if datasets:
+            norm[s.name] = {"samples": datasets, "lo": 1.0 - s.uncertainty, "hi": 1.0 + s.uncertainty}
+    return norm, lumi
+
+
+def signal_samples(sample: EventSample) -> list[str]:
+    return [n for d, n in enumerate(sample.datasets) if (sample.y[sample.dataset == d] == 1).any()]
+
+
+def build_likelihood(outputs: dict[str, np.ndarray], sample: EventSample, cfg: AnalysisConfig, *,
+                     edges: dict[str, np.ndarray] | None = None, index: dict | None = None,
+                     event_scale: np.ndarray | None = None, pruning: dict | None = None) -> dict:
+    """Model spec, binning, templates and the truths of the standard scenarios.
+
+    The shape templates are treated (symmetrised, smoothed, pruned: ``fit.shape_treatment``,
+    see hsaudit.stats.template_treatment) before the model is built; the truths of the
+    +-1 sigma scenarios are the untreated templates (the variation as simulated), so that
+    their toys test whether the treated model absorbs it. ``edges`` fixes the binning,
+    ``index`` (from :func:`template_index`) skips recomputing the events' bins, and
+    ``event_scale`` (N,) multiplies every event weight (a bootstrap replica of the MC);
+    ``pruning`` imposes pruning decisions (template_treatment.pruning_decisions)."""
+    from hsaudit.stats.from_histograms import build_spec, truth_from_histograms
+    from hsaudit.stats.model import Model
+    from hsaudit.stats.template_treatment import treat_templates, treatment_settings
+
+    treatment = treatment_settings(cfg.fit.get("shape_treatment"))
+    if index is not None:
+        edges = index["edges"]
+    if edges is None:
+        edges = {ch: binning(outputs[NOMINAL], sample, cfg, ch) for ch in fit_channels(cfg)}
+    if index is None:
+        index = template_index(outputs, sample, cfg, edges)
+    hists = templates_from_index(index, sample, event_scale)
+    treated, record = treat_templates(hists, treatment, pruning)
+    norm, lumi = norm_systematics(cfg, sample)
+    signals = signal_samples(sample)
+    bounds = cfg.fit.get("mu_bounds", [-5.0, 10.0])
+    if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and bounds[0] < 1.0 < bounds[1]):
+        raise AuditError(f"fit.mu_bounds must be [low, high] around 1, got {bounds!r}")
+    mc_stat = cfg.fit.get("mc_stat_uncertainty", True)
+    if not isinstance(mc_stat, bool):
+        raise AuditError(f"fit.mc_stat_uncertainty must be true or false, got {mc_stat!r}")
+    # bias studies need room below zero: a bound at mu = 0 would itself bias the toys
+    spec = build_spec(treated, signal_samples=signals, norm_systs=norm, lumi_uncertainty=lumi,
+                      edges=edges, negative_yields="clip", poi_bounds=tuple(float(b) for b in bounds),
+                      staterror=mc_stat)
+    model = Model(spec)
+    mu = float(cfg.fit.get("mu_true", 1.0))
+    # truths are kept per channel: a concatenated vector would depend on the channel order
+    truths = {"nominal": model.channel_data(truth_from_histograms(model, hists, signal_samples=signals, mu=mu))}
+    for s in shape_systematics(cfg, sample):
+        for direction in ("up", "down"):
+            truths[f"{s}_{direction}"] = model.channel_data(truth_from_histograms(
+                model, hists, signal_samples=signals, mu=mu, variation=s, direction=direction))
+    return {"spec": spec, "edges": edges, "signal_samples": signals, "truths": truths,
+            "channels": list(hists), "mu_true": mu, "shape_treatment": record,
+            "datasets": list(sample.datasets)}
+
+
+def row_table(outputs_nominal: np.ndarray, sample: EventSample, cfg: AnalysisConfig) -> dict:
+    """Per-event information needed to turn attacked NN outputs into templates cheaply."""
+    return {
+        "weight": sample.weight,
+        "is_signal": sample.y.astype(bool),
+        "channels": np.stack([sample.region[(ch, NOMINAL)] for ch in fit_channels(cfg)]),
+        "output": outputs_nominal.astype(np.float64),
+        "dataset": sample.dataset.astype(np.int64),
+    }
+
+
+def attacked_deltas(likelihood: dict, rows_info: dict, attacked_rows: np.ndarray,
+                    attacked_outputs: np.ndarray, regions_after: dict[str, np.ndarray] | None = None,
+                    weights: np.ndarray | None = None, *, per_dataset: bool = False) -> dict:
+    """Change of the expected yields per channel ({channel: (nb,)}, signal scaled by mu_true)
+    or, with ``per_dataset``, per channel and dataset index ({channel: {dataset: (nb,)}},
+    unscaled: the change of that sample's template) when the attacked events' NN outputs
+    replace their nominal ones. ``regions_after`` ({channel: membership of the attacked rows
+    after the attack}) lets them migrate between channels (default: nominal channels kept);
+    ``weights`` (len(rows),) are the weights the attack is measured with (an attack judged
+    on half of the events counts those twice; default: the events' weights)."""
+    rows = np.asarray(attacked_rows)
+    attacked_outputs = np.asarray(attacked_outputs, dtype=np.float64)
+    if attacked_outputs.shape != rows.shape:
+        raise AuditError(f"attacked outputs have shape {attacked_outputs.shape}, the attacked rows {rows.shape}")
+    w = rows_info["weight"][rows] if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != rows.shape:
+        raise AuditError(f"attack weights have shape {w.shape}, the attacked rows {rows.shape}")
+    if not per_dataset:
+        w = w * np.where(rows_info["is_signal"][rows], likelihood["mu_true"], 1.0)
+    before = rows_info["output"][rows]
+    ds = rows_info["dataset"][rows] if per_dataset else None
+    out = {}
+    for c, ch in enumerate(likelihood["channels"]):
+        m = rows_info["channels"][c][rows]
+        if regions_after is not None and ch not in regions_after:
+            raise AuditError(f"the attacked events have no region membership for fit channel '{ch}'")
+        ma = m if regions_after is None else np.asarray(regions_after[ch], dtype=bool)
+        edges = np.asarray(likelihood["edges"][ch], dtype=float)
+        if not per_dataset:
+            out[ch] = _hist(attacked_outputs[ma], w[ma], edges)[0] - _hist(before[m], w[m], edges)[0]
+            continue
+        out[ch] = {}
+        for d in np.unique(ds[m | ma]):
+            md, mad = m & (ds == d), ma & (ds == d)
+            out[ch][int(d)] = _hist(attacked_outputs[mad], w[mad], edges)[0] - _hist(before[md], w[md], edges)[0]
+    return out
+
+
+def attacked_truth(likelihood: dict, rows_info: dict, attacked_rows: np.ndarray,
+                   attacked_outputs: np.ndarray, regions_after: dict[str, np.ndarray] | None = None,
+                   weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Expected yields per channel when the attacked events' NN outputs replace their nominal
+    ones and, with ``regions_after`` ({channel: membership of the attacked rows after the
+    attack}), the attacked events migrate between channels (default: they keep their
+    nominal channels); ``weights`` as for :func:`attacked_deltas`."""
+    deltas = attacked_deltas(likelihood, rows_info, attacked_rows, attacked_outputs, regions_after, weights)
+    truth = {}
+    for ch in likelihood["channels"]:
+        nominal = np.asarray(likelihood["truths"]["nominal"][ch], dtype=float)
+        if len(nominal) != len(deltas[ch]):
+            raise AuditError(f"attacked templates do not match the likelihood's binning in channel '{ch}'")
+        # negative-weight events can push a bin below zero: a Poisson mean stays >= 0
+        truth[ch] = np.clip(nominal + deltas[ch], 0.0, None)
+    return truth

@@ -1,0 +1,246 @@
+"""The visibility test's calibration (CalibrateChecks, per model), per-systematic adversarial
+attacks (AttackSystematic), their visibility in data (ValidateAttack) and the random-control
+ensemble (RandomControl, per model and systematic).
+
+One attack branch per (model, systematic, attack): the branches are independent GPU-sized
+jobs, so the workflow can be sent to a batch system (see docs/batch.md). Each branch's output
+path carries a hash of exactly the settings it depends on: changing one attack's settings
+reruns only that attack's branches and what depends on them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hsaudit.attack_stage import region_arrays, regions_from_arrays
+from hsaudit.tasks.base import AuditWorkflow, atomic_path, short_hash, write_json_atomic
+from hsaudit.tasks.training import TrainedModelWorkflow, TrainModel, load_sample
+
+
+# the audit settings an attack's result depends on (the lists of systematics and attacks, the
+# verdict and the null ensemble do not change any attack)
+ATTACK_AUDIT_KEYS = ("n_sigma", "objective")
+
+
+def load_calibration(target):
+    from hsaudit.visibility import Calibration
+
+    return Calibration.load(target.path)
+
+
+def model_sample_calibration(task):
+    """(network, sample, calibration) of an attack-stage branch whose inputs hold its model
+    ("model") and its model's calibration ("calibration")."""
+    from hsaudit.ml.modelio import load_model
+
+    sample = load_sample(task)
+    inputs = task.input()
+    model, _ = load_model(inputs["model"]["model"].path, available_features=sample.features)
+    return model, sample, load_calibration(inputs["calibration"]["calibration"])
+
+
+class CalibrateChecks(TrainedModelWorkflow):
+    """Per model: the data-visibility test calibrated on pseudo-data drawn from the nominal
+    simulation at the analysis luminosity (threshold of the global test, false-alarm rates),
+    and the power of every standard +-1 sigma shift."""
+
+    def calibration_hash(self) -> str:
+        return short_hash([self.model_hash(), self.cfg.raw.get("checks"), self.cfg.seed])
+
+    def output(self):
+        h = self.calibration_hash()
+        return {"calibration": self.local_target(self.model_name, h, "calibration.npz"),
+                "summary": self.local_target(self.model_name, h, "calibration.json")}
+
+    def run(self):
+        from hsaudit.calibration_stage import calibrate_model
+        from hsaudit.ml.modelio import load_model
+
+        sample = load_sample(self)
+        model, _ = load_model(self.input()["model"].path, available_features=sample.features)
+        calibration, summary = calibrate_model(model, sample, self.cfg, self.model_name)
+        out = self.output()
+        with atomic_path(out["calibration"], suffix=".npz") as tmp:
+            calibration.save(tmp)
+        write_json_atomic(out["summary"], summary)
+        self.publish_message(f"{self.model_name}: global false-alarm rate {summary['false_alarm_rate']:.3f} "
+                             f"+- {summary['false_alarm_unc']:.3f}")
+
+
+class AttackBranches(AuditWorkflow):
+    """Branch map shared by the attack tasks: (model, systematic, attack)."""
+
+    def create_branch_map(self):
+        from hsaudit.attack_stage import attacked_systematics, configured_attacks
+
+        cfg = self.cfg
+        return dict(enumerate(
+            dict(model=m, systematic=s, attack=a)
+            for m in cfg.models for s in attacked_systematics(cfg) for a in configured_attacks(cfg)
+        ))
+
+    def model_branch(self) -> int:
+        return list(self.cfg.models).index(self.branch_data["model"])
+
+    def attack_hash(self) -> str:
+        b = self.branch_data
+        model_hash = TrainModel.req(self, branch=self.model_branch()).model_hash()
+        audit = {k: v for k, v in self.cfg.audit.items() if k in ATTACK_AUDIT_KEYS}
+        from hsaudit.attack_stage import ENVELOPE_RULE
+
+        parts = [model_hash, self.cfg.raw["attacks"][b["attack"]], self.cfg.raw["systematics"][b["systematic"]],
+                 audit, self.cfg.seed, ENVELOPE_RULE]
+        if self.cfg.attacks[b["attack"]].get("type", b["attack"]) == "fgsm":
+            from hsaudit.attack_stage import feature_kinds
+
+            # FGSM steps relatively or absolutely by the features' kinds, resolved from the config
+            parts.append(feature_kinds(self.cfg))
+        if self.uses_monitor():
+            # a monitored attack's result depends on the visibility test it is monitored with
+            parts.append(CalibrateChecks.req(self, branch=self.model_branch()).calibration_hash())
+        return short_hash(parts)
+
+    def uses_monitor(self) -> bool:
+        return bool(self.cfg.attacks[self.branch_data["attack"]].get("keep_hidden", False))
+
+    def branch_dir(self) -> tuple[str, str, str]:
+        b = self.branch_data
+        return b["model"], b["systematic"], b["attack"]
+
+
+class AttackSystematic(AttackBranches):
+    """The worst mismodelling inside one systematic's envelope for one model and attack."""
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["models"] = TrainModel.req(self, branch=-1)
+        return reqs
+
+    def requires(self):
+        reqs = {"model": TrainModel.req(self, branch=self.model_branch())}
+        if self.uses_monitor():
+            reqs["calibration"] = CalibrateChecks.req(self, branch=self.model_branch())
+        return reqs
+
+    def output(self):
+        h = self.attack_hash()
+        return {
+            "events": self.local_target(*self.branch_dir(), h, "attacked.npz"),
+            "result": self.local_target(*self.branch_dir(), h, "attack.json"),
+        }
+
+    def run(self):
+        import torch
+
+        from hsaudit.attack_stage import run_attack
+        from hsaudit.ml.modelio import load_model
+
+        b = self.branch_data
+        sample = load_sample(self)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        inputs = self.input()
+        model, _ = load_model(inputs["model"]["model"].path, device=device, available_features=sample.features)
+        calibration = load_calibration(inputs["calibration"]["calibration"]) if "calibration" in inputs else None
+        outcome = run_attack(model, sample, self.cfg, b["model"], b["systematic"], b["attack"], calibration)
+        outputs = self.output()
+        with atomic_path(outputs["events"], suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, rows=outcome.rows, x_adv=outcome.x_adv, eval_weights=outcome.eval_weights,
+                                    event=sample.event_id["event"][outcome.rows],
+                                    **region_arrays(outcome.regions))
+        write_json_atomic(outputs["result"], {**b, "device": device, "info": outcome.info,
+                                              "metrics": outcome.metrics})
+        self.publish_message(f"{b['model']}/{b['systematic']}/{b['attack']}: fooling ratio "
+                             f"{outcome.metrics.get('fooling_ratio', float('nan')):.3f}")
+
+
+class ValidateAttack(AttackBranches):
+    """Would data at the analysis luminosity show the attack? The calibrated visibility test
+    (hidden, power) and the published statistics per region."""
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["attacks"] = AttackSystematic.req(self, branch=-1)
+        reqs["calibrations"] = CalibrateChecks.req(self, branch=-1)
+        return reqs
+
+    def requires(self):
+        return {"attack": AttackSystematic.req(self, branch=self.branch),
+                "model": TrainModel.req(self, branch=self.model_branch()),
+                "calibration": CalibrateChecks.req(self, branch=self.model_branch())}
+
+    def output(self):
+        h = short_hash([self.attack_hash(), self.cfg.raw.get("checks")])
+        return {
+            "checks": self.local_target(*self.branch_dir(), h, "checks.json"),
+            "outputs": self.local_target(*self.branch_dir(), h, "nn_outputs.npz"),
+        }
+
+    def run(self):
+        from hsaudit.attack_stage import validate_attack
+
+        b = self.branch_data
+        model, sample, calibration = model_sample_calibration(self)
+        inputs = self.input()
+        with np.load(inputs["attack"]["events"].path) as f:
+            rows, x_adv, regions = f["rows"], f["x_adv"], regions_from_arrays(f)
+            eval_w = f["eval_weights"] if "eval_weights" in f.files else None
+        result = validate_attack(model, sample, rows, x_adv, self.cfg, b["systematic"], calibration, regions, eval_w)
+        outputs = self.output()
+        with atomic_path(outputs["outputs"], suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, rows=rows, nominal=result["outputs_nominal"],
+                                    attacked=result["outputs_attacked"],
+                                    eval_weights=sample.weight[rows] if eval_w is None else eval_w,
+                                    **region_arrays(regions))
+        write_json_atomic(outputs["checks"], {**b, "hidden": result["hidden"], "power": result["power"],
+                                              "power_unc": result["power_unc"], "visibility": result["visibility"],
+                                              "published": result["published"]})
+        self.publish_message(f"{b['model']}/{b['systematic']}/{b['attack']}: "
+                             f"{'hidden' if result['hidden'] else 'visible'} (power {result['power']:.2f})")
+
+
+class RandomControl(AuditWorkflow):
+    """Per (model, systematic): the random control attack over ``audit.null_seeds`` seeds
+    (default 20): how often pure noise inside the envelope is called hidden, and the null
+    distribution of attack impacts on mu."""
+
+    def create_branch_map(self):
+        from hsaudit.attack_stage import attacked_systematics
+
+        return dict(enumerate(dict(model=m, systematic=s) for m in self.cfg.models for s in attacked_systematics(self.cfg)))
+
+    def model_branch(self) -> int:
+        return list(self.cfg.models).index(self.branch_data["model"])
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["calibrations"] = CalibrateChecks.req(self, branch=-1)
+        return reqs
+
+    def requires(self):
+        return {"model": TrainModel.req(self, branch=self.model_branch()),
+                "calibration": CalibrateChecks.req(self, branch=self.model_branch())}
+
+    def output(self):
+        from hsaudit.null_stage import random_control_name
+
+        b = self.branch_data
+        calibration = CalibrateChecks.req(self, branch=self.model_branch()).calibration_hash()
+        audit = {k: v for k, v in self.cfg.audit.items() if k in ATTACK_AUDIT_KEYS + ("null_seeds",)}
+        from hsaudit.attack_stage import ENVELOPE_RULE
+
+        h = short_hash([calibration, self.cfg.raw["systematics"][b["systematic"]], audit, self.cfg.raw.get("fit"),
+                        self.cfg.raw.get("attacks", {}).get(random_control_name(self.cfg)), self.cfg.seed,
+                        ENVELOPE_RULE])
+        return self.local_target(b["model"], b["systematic"], h, "random_control.json")
+
+    def run(self):
+        from hsaudit.null_stage import random_control
+
+        b = self.branch_data
+        model, sample, calibration = model_sample_calibration(self)
+        result = random_control(model, sample, self.cfg, b["model"], b["systematic"], calibration)
+        write_json_atomic(self.output(), {**b, **result})
+        self.publish_message(f"{b['model']}/{b['systematic']}: random control hidden in "
+                             f"{result['hidden_rate']:.2f} of {result['n_seeds']} seeds")
