@@ -325,3 +325,76 @@ def attacked_truth(likelihood: dict, rows_info: dict, attacked_rows: np.ndarray,
         # negative-weight events can push a bin below zero: a Poisson mean stays >= 0
         truth[ch] = np.clip(nominal + deltas[ch], 0.0, None)
     return truth
+
+
+def load_attack_outputs(path) -> dict:
+    """The attacked rows, their NN outputs, region membership after the attack and measuring
+    weights from a ValidateAttack outputs file, as keyword arguments of :func:`attacked_truth`."""
+    from hsaudit.attack_stage import regions_from_arrays
+
+    with np.load(path) as f:
+        return {"attacked_rows": f["rows"], "attacked_outputs": f["attacked"],
+                "regions_after": regions_from_arrays(f),
+                "weights": f["eval_weights"] if "eval_weights" in f.files else None}
+
+
+def scenario_truth(likelihood: dict, scenario: str, rows_info: dict | None = None,
+                   attack: dict | None = None) -> dict[str, np.ndarray]:
+    """Expected yields per channel of one scenario: a standard one from the likelihood's
+    truths, an ``attack/<systematic>/<attack>`` one from the attack's outputs (``attack``,
+    see :func:`load_attack_outputs`) and the likelihood's row table (``rows_info``)."""
+    if scenario.startswith("attack/"):
+        if rows_info is None or attack is None:
+            raise AuditError(f"scenario '{scenario}' needs the attack's outputs and the likelihood's row table")
+        return attacked_truth(likelihood, rows_info, **attack)
+    if scenario not in likelihood["truths"]:
+        raise AuditError(f"scenario '{scenario}' has no truth in the likelihood "
+                         f"(known: {sorted(likelihood['truths'])})")
+    return likelihood["truths"][scenario]
+
+
+def pseudo_experiment_stage(likelihood_path, outputs: dict, *, n_toys: int, first_toy: int, seed: int,
+                            rows_path=None, attack_paths: dict | None = None, max_iterations: int = 500,
+                            significance=("nominal",)) -> dict:
+    """The PseudoExperiments stage of one model (and toy chunk): load the likelihood once,
+    build the model once, draw the toys of every scenario in ``outputs`` ({scenario: result
+    path}) and fit them all in as few batched engine calls as memory allows, then write one
+    toy-result file per scenario.
+
+    ``attack_paths`` ({scenario: ValidateAttack outputs file}) and ``rows_path`` (the
+    likelihood's row table) are needed for attack scenarios. Every scenario shares ``seed``
+    (common random numbers make the differences between scenarios, the biases compared in
+    the audit, less noisy). Returns {"scenarios", "fits", "seconds"}: what was fitted."""
+    import json
+    import time
+    from pathlib import Path
+
+    from hsaudit.stats.model import Model
+    from hsaudit.stats.toys import run_scenarios
+
+    start = time.perf_counter()
+    lk = json.loads(Path(likelihood_path).read_text())
+    attack_paths = attack_paths or {}
+    rows_info = None
+    if any(s.startswith("attack/") for s in outputs):
+        if rows_path is None:
+            raise AuditError("attack scenarios need the likelihood's row table (rows_path)")
+        with np.load(rows_path) as f:
+            rows_info = {k: f[k] for k in f.files}
+    model = Model(lk["spec"])
+    truths = {}
+    for s in outputs:
+        attack = None
+        if s.startswith("attack/"):
+            if s not in attack_paths:
+                raise AuditError(f"scenario '{s}' has no attack outputs file")
+            attack = load_attack_outputs(attack_paths[s])
+        truths[s] = model.concat_channels(scenario_truth(lk, s, rows_info, attack), f"truth of scenario {s}")
+    sig = [s for s in outputs if s in set(significance)]
+    # q0 (a second fit per toy) only where the report uses it: the nominal significance
+    results = run_scenarios(model, truths, n_toys, seed, mu_true=lk["mu_true"], first_toy=first_toy,
+                            significance=sig, max_iter=int(max_iterations))
+    for s, path in outputs.items():
+        results[s].save(path)
+    return {"scenarios": len(outputs), "fits": int(n_toys) * (len(outputs) + len(sig)),
+            "seconds": time.perf_counter() - start}

@@ -132,7 +132,12 @@ def test_rerun_is_a_no_op_and_one_attack_change_reruns_only_its_branches(audit, 
     assert res.ran("AttackSystematic") == 4
     assert res.ran("ValidateAttack") == 4
     assert res.ran("TrainModel") == 0 and res.ran("SelectEvents") == 0 and res.ran("BuildLikelihood") == 0
-    assert res.ran("PseudoExperiments") == 4
+    # one PseudoExperiments branch per model; inside it only the changed attack's scenarios
+    # (pgd on 2 systematics) are refitted, the other scenarios' results are reused
+    assert res.ran("PseudoExperiments") == 2
+    fitted = re.findall(r"PseudoExperiments model \S+, toys \d+-\d+: fitted (\d+) of (\d+) scenarios", res.output)
+    assert len(fitted) == 2 and sum(int(n) for n, _ in fitted) == 4, fitted
+    assert all(int(of) > 4 for _, of in fitted)
     # the impacts of a model are measured together (one bootstrap for all its attacks)
     assert res.ran("MeasureImpacts") == 2
     assert res.ran("CalibrateChecks") == 0 and res.ran("RandomControl") == 0

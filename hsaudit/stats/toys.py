@@ -172,6 +172,73 @@ def run_pseudo_experiments(model, truth_yields, n_toys: int, seed: int, mu_true:
     )
 
 
+def run_scenarios(model, truths: dict, n_toys: int, seed, mu_true: float = 1.0, *, first_toy: int = 0,
+                  significance=(), max_toys_per_call: int = 1 << 18, **fit_options) -> dict[str, ToyResult]:
+    """:func:`run_pseudo_experiments` for many scenarios of one model, with the toys of all
+    scenarios fitted together in as few engine calls as ``max_toys_per_call`` allows.
+
+    ``truths``: {scenario: truth yields}; ``seed``: one seed for every scenario (common random
+    numbers) or {scenario: seed}; ``significance``: the scenarios that also get the mu = 0
+    fit (q0, Z). Each scenario's toys are generated exactly as run_pseudo_experiments
+    generates them and a toy's fit does not depend on the other toys of its batch, so the
+    results equal one run_pseudo_experiments per scenario number for number (tested): how
+    scenarios are batched changes no number.
+    """
+    names = list(truths)
+    if not names:
+        raise AuditError("no scenarios to fit")
+    if isinstance(seed, dict):
+        missing = [s for s in names if s not in seed]
+        if missing:
+            raise AuditError(f"no toy seed for scenario(s) {missing}")
+        seeds = {s: int(seed[s]) for s in names}
+    else:
+        seeds = {s: int(seed) for s in names}
+    unknown = sorted(set(significance) - set(names))
+    if unknown:
+        raise AuditError(f"significance requested for unknown scenario(s) {unknown} (known: {names})")
+    n_toys = int(n_toys)
+    if int(max_toys_per_call) < 1:
+        raise AuditError(f"max_toys_per_call must be >= 1, got {max_toys_per_call}")
+    per_call = max(1, int(max_toys_per_call) // max(n_toys, 1))  # scenarios per engine call
+    out: dict[str, ToyResult] = {}
+    for start in range(0, len(names), per_call):
+        group = names[start:start + per_call]
+        toys = {s: generate_toys(model, truths[s], n_toys, seeds[s], first_toy=first_toy) for s in group}
+        main = np.concatenate([toys[s][0] for s in group])
+        aux = np.concatenate([toys[s][1] for s in group])
+        res = fit_toys(model, main, aux, **fit_options)
+        sig = [s for s in group if s in set(significance)]
+        q0 = {}
+        if sig:
+            bonly = fit_toys(model, np.concatenate([toys[s][0] for s in sig]),
+                             np.concatenate([toys[s][1] for s in sig]), fixed={model.poi: 0.0}, **fit_options)
+            for k, s in enumerate(sig):
+                part = slice(k * n_toys, (k + 1) * n_toys)
+                q0[s] = q0_from_fits(_rows(res, slice(group.index(s) * n_toys, (group.index(s) + 1) * n_toys)),
+                                     _rows(bonly, part))
+        for k, s in enumerate(group):
+            r = _rows(res, slice(k * n_toys, (k + 1) * n_toys))
+            q = q0.get(s, np.full(n_toys, np.nan))
+            out[s] = ToyResult(
+                toy_index=np.arange(first_toy, first_toy + n_toys, dtype=np.int64),
+                mu_hat=r.mu_hat, sigma_mu=r.sigma_mu, converged=r.converged, status=r.status,
+                nll=r.nll, q0=q, z=np.sqrt(q), params=r.params, uncertainties=r.uncertainties,
+                mu_true=float(mu_true), seed=seeds[s], par_names=list(model.par_names),
+            )
+    return out
+
+
+def _rows(res, sl: slice):
+    """The toys ``sl`` of a FitResult, as a FitResult."""
+    from hsaudit.stats.fit import FitResult
+
+    return FitResult(params=res.params[sl], uncertainties=res.uncertainties[sl], nll=res.nll[sl],
+                     converged=res.converged[sl], status=res.status[sl], n_iter=res.n_iter[sl],
+                     par_names=res.par_names, poi_index=res.poi_index,
+                     covariance=None if res.covariance is None else res.covariance[sl])
+
+
 def merge(chunks) -> ToyResult:
     """Concatenate chunk results of one scenario (sorted by toy index; overlaps are refused)."""
     chunks = list(chunks)
@@ -275,4 +342,4 @@ def summarise(result: ToyResult, mu_true: float | None = None) -> dict:
     return out
 
 
-__all__ = ["generate_toys", "run_pseudo_experiments", "merge", "summarise", "gaussian_fit", "ToyResult"]
+__all__ = ["generate_toys", "run_pseudo_experiments", "run_scenarios", "merge", "summarise", "gaussian_fit", "ToyResult"]

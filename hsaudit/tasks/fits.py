@@ -1,10 +1,10 @@
 """From NN outputs to physics numbers: BuildLikelihood (per model), MeasureImpacts (per
 model: every impact on mu with its MC-statistics uncertainty) and PseudoExperiments (per
-model, scenario and toy chunk; chunks merge exactly: closure and the toy cross-check)."""
+model and toy chunk, every scenario's toys fitted together; chunks merge exactly: closure
+and the toy cross-check)."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -13,7 +13,7 @@ from hsaudit.errors import AuditError
 from hsaudit.seeds import derive_seed
 from hsaudit.tasks.attacks import AttackBranches, ValidateAttack
 from hsaudit.tasks.base import AuditWorkflow, atomic_path, short_hash, write_json_atomic
-from hsaudit.tasks.training import ModelWorkflow, TrainedModelWorkflow, TrainModel, load_sample
+from hsaudit.tasks.training import EvaluatedModelWorkflow, EvaluateModel, ModelWorkflow, load_nn_outputs, load_sample
 
 
 def _json_ready(obj):
@@ -28,7 +28,7 @@ def _json_ready(obj):
     return obj
 
 
-class BuildLikelihood(TrainedModelWorkflow):
+class BuildLikelihood(EvaluatedModelWorkflow):
     """Per model: binned likelihood from NN-output templates (pyhf workspace exported) and the
     expected yields of the nominal and standard +-1 sigma scenarios."""
 
@@ -42,13 +42,10 @@ class BuildLikelihood(TrainedModelWorkflow):
 
     def run(self):
         from hsaudit.fit_stage import build_likelihood, row_table
-        from hsaudit.ml.evaluation import outputs_per_variant
-        from hsaudit.ml.modelio import load_model
         from hsaudit.stats.model import Model
 
         sample = load_sample(self)
-        model, _ = load_model(self.input()["model"].path, available_features=sample.features)
-        outputs = outputs_per_variant(model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
+        outputs = load_nn_outputs(self.input()["nn_outputs"], sample)
         lk = build_likelihood(outputs, sample, self.cfg)
         model_ = Model(lk["spec"])
         workspace = model_.to_pyhf_workspace(observed=model_.concat_channels(lk["truths"]["nominal"]))
@@ -62,39 +59,48 @@ class BuildLikelihood(TrainedModelWorkflow):
 
 class PseudoExperiments(AuditWorkflow):
     """Toys drawn from each scenario's truth (nominal, +-1 sigma, attacked templates), each
-    fitted with the nominal model; one branch per (model, scenario, toy chunk)."""
+    fitted with the nominal model. One branch per (model, toy chunk): the likelihood is
+    loaded and the model built once, and the toys of all its scenarios are fitted together
+    in batched engine calls. The output is one file per scenario, keyed by the content
+    hashes of what that scenario depends on: a branch whose attack changed refits only the
+    scenarios whose file is missing and reuses the others."""
 
     def create_branch_map(self):
-        from hsaudit.attack_stage import attacked_systematics, configured_attacks
-        from hsaudit.fit_stage import scenarios, variant_systematics
-
         cfg = self.cfg
         n_toys = int(cfg.fit.get("n_toys", 1000))
         per_chunk = int(cfg.fit.get("toys_per_chunk", n_toys))
         if n_toys <= 0 or per_chunk <= 0:
             raise AuditError("fit.n_toys and fit.toys_per_chunk must be positive")
-        attacks = [(s, a) for s in attacked_systematics(cfg) for a in configured_attacks(cfg)]
         branches = []
         for m in cfg.models:
-            for sc in scenarios(cfg, variant_systematics(cfg), attacks):
-                for first in range(0, n_toys, per_chunk):
-                    branches.append(dict(model=m, scenario=sc, first_toy=first,
-                                         n_toys=min(per_chunk, n_toys - first)))
+            for first in range(0, n_toys, per_chunk):
+                branches.append(dict(model=m, first_toy=first, n_toys=min(per_chunk, n_toys - first)))
         return dict(enumerate(branches))
+
+    def scenarios(self) -> list[str]:
+        from hsaudit.attack_stage import attacked_systematics, configured_attacks
+        from hsaudit.fit_stage import scenarios, variant_systematics
+
+        cfg = self.cfg
+        attacks = [(s, a) for s in attacked_systematics(cfg) for a in configured_attacks(cfg)]
+        return scenarios(cfg, variant_systematics(cfg), attacks)
 
     def _model_branch(self) -> int:
         return list(self.cfg.models).index(self.branch_data["model"])
 
-    def _attack_branch(self) -> int | None:
-        b = self.branch_data
-        if not b["scenario"].startswith("attack/"):
-            return None
-        _, syst, attack = b["scenario"].split("/")
+    def _attack_branches(self) -> dict[str, int]:
+        """{attack scenario of this branch's model: ValidateAttack branch}, from one pass over
+        the attack branch map."""
         bm = AttackBranches.get_branch_map(ValidateAttack.req(self, branch=-1))
-        for i, ab in bm.items():
-            if ab == dict(model=b["model"], systematic=syst, attack=attack):
-                return i
-        raise AuditError(f"no attack branch for scenario {b['scenario']}")
+        index = {(b["model"], b["systematic"], b["attack"]): i for i, b in bm.items()}
+        model, out = self.branch_data["model"], {}
+        for sc in self.scenarios():
+            if sc.startswith("attack/"):
+                _, syst, attack = sc.split("/")
+                if (model, syst, attack) not in index:
+                    raise AuditError(f"no attack branch for scenario {sc}")
+                out[sc] = index[(model, syst, attack)]
+        return out
 
     def workflow_requires(self):
         reqs = super().workflow_requires()
@@ -104,57 +110,52 @@ class PseudoExperiments(AuditWorkflow):
 
     def requires(self):
         reqs = {"likelihood": BuildLikelihood.req(self, branch=self._model_branch())}
-        ab = self._attack_branch()
-        if ab is not None:
-            reqs["attack"] = ValidateAttack.req(self, branch=ab)
+        for sc, ab in self._attack_branches().items():
+            reqs[sc] = ValidateAttack.req(self, branch=ab)
         return reqs
 
     def output(self):
+        """{scenario: toy-result file} of this branch's model and toy chunk."""
         b = self.branch_data
         lk = BuildLikelihood.req(self, branch=self._model_branch())
-        # keyed by the upstream content hashes, not their paths: a path carries the config tag,
-        # so a copy of the configuration with one attack changed would rerun every scenario;
-        # the attacked NN outputs depend on the attack (its hash), not on the checks' settings
-        parts = [os.path.basename(os.path.dirname(lk.output()["likelihood"].path)), self.cfg.seed, b]
-        ab = self._attack_branch()
-        if ab is not None:
-            parts.append(ValidateAttack.req(self, branch=ab).attack_hash())
-        name = b["scenario"].replace("/", "__")
-        return self.local_target(b["model"], name, short_hash(parts), f"toys_{b['first_toy']}.npz")
+        lk_hash = os.path.basename(os.path.dirname(lk.output()["likelihood"].path))
+        attacks = self._attack_branches()
+        out = {}
+        for sc in self.scenarios():
+            # keyed by the upstream content hashes, not their paths: a path carries the config
+            # tag, so a copy of the configuration with one attack changed would rerun every
+            # scenario; the attacked NN outputs depend on the attack (its hash), not on the
+            # checks' settings
+            parts = [lk_hash, self.cfg.seed, dict(model=b["model"], scenario=sc, first_toy=b["first_toy"],
+                                                  n_toys=b["n_toys"])]
+            if sc in attacks:
+                parts.append(ValidateAttack.req(self, branch=attacks[sc]).attack_hash())
+            out[sc] = self.local_target(b["model"], sc.replace("/", "__"), short_hash(parts),
+                                        f"toys_{b['first_toy']}.npz")
+        return out
 
     def run(self):
-        from hsaudit.fit_stage import attacked_truth
-        from hsaudit.stats.model import Model
-        from hsaudit.stats.toys import run_pseudo_experiments
+        from hsaudit.fit_stage import pseudo_experiment_stage
 
         b = self.branch_data
         inp = self.input()
-        lk = json.loads(inp["likelihood"]["likelihood"].load(formatter="text"))
-        if b["scenario"].startswith("attack/"):
-            with np.load(inp["likelihood"]["rows"].path) as f:
-                rows_info = {k: f[k] for k in f.files}
-            from hsaudit.attack_stage import regions_from_arrays
-
-            with np.load(inp["attack"]["outputs"].path) as f:
-                weights = f["eval_weights"] if "eval_weights" in f.files else None
-                truth = attacked_truth(lk, rows_info, f["rows"], f["attacked"], regions_from_arrays(f), weights)
-        elif b["scenario"] in lk["truths"]:
-            truth = lk["truths"][b["scenario"]]
+        # the scenarios whose result is there already (same content hash) are not refitted
+        todo = {sc: t.path for sc, t in self.output().items() if not t.exists()}
+        if todo:
+            done = pseudo_experiment_stage(
+                inp["likelihood"]["likelihood"].path, todo, n_toys=b["n_toys"], first_toy=b["first_toy"],
+                # one seed for every scenario of a model: common random numbers
+                seed=derive_seed(self.cfg.seed, "toys", b["model"]),
+                rows_path=inp["likelihood"]["rows"].path,
+                attack_paths={sc: inp[sc]["outputs"].path for sc in todo if sc.startswith("attack/")},
+                max_iterations=int(self.cfg.fit.get("max_iterations", 500)))
+            rate = f", {done['fits'] / max(done['seconds'], 1e-9):.0f} fits/s"
         else:
-            raise AuditError(f"scenario '{b['scenario']}' has no truth in the likelihood "
-                             f"(known: {sorted(lk['truths'])})")
-        model = Model(lk["spec"])
-        truth = model.concat_channels(truth, f"truth of scenario {b['scenario']}")
-        # one seed for every scenario of a model: common random numbers make the differences
-        # between scenarios (the biases compared in the audit) less noisy
-        seed = derive_seed(self.cfg.seed, "toys", b["model"])
-        max_iter = int(self.cfg.fit.get("max_iterations", 500))
-        # q0 (a second fit per toy) only where the report uses it: the nominal significance
-        result = run_pseudo_experiments(model, truth, b["n_toys"], seed, mu_true=lk["mu_true"],
-                                        first_toy=b["first_toy"], max_iter=max_iter,
-                                        significance=b["scenario"] == "nominal")
-        with atomic_path(self.output(), suffix=".npz") as tmp:
-            result.save(tmp)
+            rate = ""
+        message = (f"model {b['model']}, toys {b['first_toy']}-{b['first_toy'] + b['n_toys'] - 1}: "
+                   f"fitted {len(todo)} of {len(self.output())} scenarios{rate}")
+        print(f"PseudoExperiments {message}")
+        self.publish_message(message)
 
 
 class MeasureImpacts(ModelWorkflow):
@@ -164,7 +165,7 @@ class MeasureImpacts(ModelWorkflow):
 
     def workflow_requires(self):
         reqs = super().workflow_requires()
-        reqs["models"] = TrainModel.req(self, branch=-1)
+        reqs["evaluations"] = EvaluateModel.req(self, branch=-1)
         reqs["attacks"] = ValidateAttack.req(self, branch=-1)
         return reqs
 
@@ -173,7 +174,7 @@ class MeasureImpacts(ModelWorkflow):
         return {i: b for i, b in bm.items() if b["model"] == self.model_name}
 
     def requires(self):
-        reqs = {"model": TrainModel.req(self, branch=self.branch)}
+        reqs = {"evaluation": EvaluateModel.req(self, branch=self.branch)}
         reqs.update({f"attack{i}": ValidateAttack.req(self, branch=i) for i in self._attack_branches()})
         return reqs
 
@@ -184,15 +185,12 @@ class MeasureImpacts(ModelWorkflow):
         return self.local_target(self.model_name, h, "impacts.json")
 
     def run(self):
-        from hsaudit.ml.evaluation import outputs_per_variant
-        from hsaudit.ml.modelio import load_model
         from hsaudit.stats.impacts import AttackedEvents, impacts_with_uncertainty
         from hsaudit.attack_stage import regions_from_arrays
 
         sample = load_sample(self)
         inputs = self.input()
-        model, _ = load_model(inputs["model"]["model"].path, available_features=sample.features)
-        outputs = outputs_per_variant(model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
+        outputs = load_nn_outputs(inputs["evaluation"]["nn_outputs"], sample)
         events = {}
         for i, b in self._attack_branches().items():
             with np.load(inputs[f"attack{i}"]["outputs"].path) as f:
