@@ -1,36 +1,51 @@
-"""Analysis configuration: load a YAML file and validate it into typed objects.
+"""Analysis configuration: load a YAML file and validate the whole of it at once.
 
 A configuration is selected by name (``demo``, ``ci``, ``higgsml``: files shipped in
-``config/``) or by a path to a user's own YAML file. Every validation error names the file,
-the key and what is wrong, e.g.::
+``config/``) or by a path to a user's own YAML file. ``load_config`` checks every key against
+the schema (``hsaudit.config_schema``: unknown keys, types, ranges, references between
+sections) and the stages' own statistical checks (``hsaudit.stage_settings``) before any task
+runs; the first problem ends in one line naming the file and the key path, e.g.::
 
-    config/my.yaml: models.penalised.penalty: unknown systematic 'tes' (known: tau_es, jet_es)
+    config/my.yaml: attacks.pgd.stpes: unknown setting; known: steps, step_fraction, ...
+    config/my.yaml: models.penalised.penalty: unknown systematic 'tes' (known: ['tau_es', 'jet_es'])
 
-The schema is documented key by key in docs/configuration.md. Stage-specific settings
-(model, attack, fit options) are kept as plain dicts here and validated again by the stage
-that uses them, which knows their meaning.
+The returned ``AnalysisConfig`` holds the typed configuration (``cfg.settings``, an
+``AnalysisSettings`` with every default filled in) and, for the stages that read them, the
+objects of datasets, systematics, regions and features and the raw mappings of the other
+sections (their hashes name output folders). ``cfg.section("fit")`` and
+``cfg.attack_settings("pgd")`` give a stage the typed form of one section. The keys are
+documented in docs/configuration.md, generated from the schema.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
+from hsaudit.config_schema import (
+    ATTACK_SETTINGS,
+    FEATURE_KINDS,
+    SYSTEMATIC_TYPES,
+    AnalysisSettings,
+    AttackSettingsBase,
+    ConfigError,
+    explain,
+    validate_settings,
+)
 from hsaudit.errors import AuditError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
-SYSTEMATIC_TYPES = ("shift", "weight", "normalization")
 SHIFT_OBJECTS = ("tau", "jet", "muon", "met_unclustered")
 INPUT_KINDS = ("nanoaod", "flat")
-FEATURE_KINDS = ("momentum", "angle", "integer", "other")
+__all__ = ["AnalysisConfig", "Dataset", "FeatureSpec", "Region", "Systematic", "CONFIG_DIR", "FEATURE_KINDS",
+           "SYSTEMATIC_TYPES", "load_config", "resolve_config_path", "resolve_dataset_files"]
 
 
 @dataclass
@@ -94,6 +109,67 @@ class AnalysisConfig:
     checks: dict
     fit: dict
     raw: dict = field(repr=False, default_factory=dict)
+    # the typed configuration as loaded (every default filled in)
+    settings: AnalysisSettings | None = field(repr=False, default=None)
+
+    # -- typed sections ----------------------------------------------------------------
+    def section(self, name: str) -> BaseModel:
+        """The typed form of section ``name`` (``training``, ``audit``, ``checks``, ``fit``,
+        ``selection``, ``input``) as this object holds it now (a copy made with
+        ``dataclasses.replace(cfg, audit={...})`` gets its own); AuditError naming the key
+        path if it is invalid."""
+        field_info = AnalysisSettings.model_fields.get(name)
+        if field_info is None or name in ("name", "seed", "luminosity", "signal_region"):
+            raise AuditError(f"unknown configuration section '{name}'")
+        raw = getattr(self, name)
+        cached = self._typed.get(name)
+        if cached is not None and cached[0] is raw and cached[1] == raw:
+            return cached[2]
+        try:
+            typed = getattr(AnalysisSettings.model_validate({**self._skeleton(), name: raw}), name)
+        except ValidationError as err:
+            raise AuditError(str(explain(err))) from None
+        self._typed[name] = (raw, json.loads(json.dumps(raw, default=str)), typed)
+        return typed
+
+    def attack_settings(self, name: str) -> AttackSettingsBase:
+        """The typed settings of the configured attack ``name`` (type, objective, every
+        setting with its default)."""
+        if name not in self.attacks:
+            raise AuditError(f"unknown attack '{name}' (configured: {list(self.attacks)})")
+        spec = self.attacks[name]
+        cls = ATTACK_SETTINGS.get(spec.get("type")) if isinstance(spec, dict) else None
+        if cls is None:
+            raise AuditError(f"attacks.{name}.type: unknown attack type {spec!r}; known: {', '.join(ATTACK_SETTINGS)}")
+        try:
+            return cls.model_validate(spec)
+        except ValidationError as err:
+            raise AuditError(f"attacks.{name}.{explain(err, cls)}") from None
+
+    def model_settings(self, name: str):
+        """The typed settings of the configured model variant ``name``."""
+        from hsaudit.config_schema import ModelSettings
+
+        if name not in self.models:
+            raise AuditError(f"unknown model '{name}' (configured: {list(self.models)})")
+        try:
+            return ModelSettings.model_validate(self.models[name])
+        except ValidationError as err:
+            raise AuditError(f"models.{name}.{explain(err, ModelSettings)}") from None
+
+    @property
+    def _typed(self) -> dict:
+        cache = self.__dict__.get("_typed_cache")
+        if cache is None:
+            cache = self.__dict__["_typed_cache"] = {}
+        return cache
+
+    @staticmethod
+    def _skeleton() -> dict:
+        """The smallest valid file, into which one section is put to validate it alone."""
+        return {"name": "x", "seed": 0, "luminosity": 1.0,
+                "datasets": {"d": {"is_signal": True, "files": ["f"]}}, "regions": {"r": {}},
+                "features": ["f"], "models": {"m": {}}}
 
     # -- convenience ---------------------------------------------------------------
     @property
@@ -199,14 +275,16 @@ def load_config(name_or_path: str | os.PathLike = "demo") -> AnalysisConfig:
         raise AuditError(f"{_show(path)}: not valid YAML: {one_line}") from None
     if not isinstance(raw, dict):
         raise AuditError(f"{_show(path)}: the top level must be a mapping of keys")
-    cfg = _Validator(path, raw).build()
-    # the statistical settings of later stages, checked now: nothing runs on a broken file
+    where = _show(path)
+    try:
+        settings = validate_settings(raw)
+    except ConfigError as err:
+        raise AuditError(f"{where}: {err}") from None
+    cfg = _build(path, raw, settings)
+    # what the stages check beyond the schema, now: nothing runs on a broken file
     from hsaudit.stage_settings import validate_stage_settings
 
-    try:
-        validate_stage_settings(cfg)
-    except AuditError as err:
-        raise AuditError(f"{_show(path)}: {err}") from None
+    _prefixed(where, lambda: validate_stage_settings(cfg))
     return cfg
 
 
@@ -217,274 +295,54 @@ def _show(path: Path) -> str:
         return str(path)
 
 
-class _Validator:
-    """Turns the raw mapping into an AnalysisConfig, with errors that name file and key."""
+def _build(path: Path, raw: dict, settings: AnalysisSettings) -> AnalysisConfig:
+    """The AnalysisConfig of a validated file: typed objects for the sections every stage
+    reads, the raw mappings of the others (their typed form is ``cfg.settings``)."""
+    where = _show(path)
+    inp = raw.get("input", {"kind": "nanoaod"})
+    if settings.input.kind == "nanoaod" and "branches" in inp:
+        from hsaudit.selection.objects import branch_candidates
 
-    TOP_KEYS = {
-        "name", "seed", "luminosity", "input", "datasets", "selection", "regions",
-        "signal_region", "features", "systematics", "models", "training", "attacks",
-        "audit", "checks", "fit",
-    }
-
-    def __init__(self, path: Path, raw: dict):
-        self.path = path
-        self.raw = raw
-
-    def fail(self, key: str, message: str):
-        raise AuditError(f"{_show(self.path)}: {key}: {message}")
-
-    def get(self, mapping: dict, key: str, where: str, kind, default: Any = ...):
-        if key not in mapping:
-            if default is ...:
-                self.fail(f"{where}.{key}" if where else key, "missing")
-            return default
-        value = mapping[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:  # yes/no/true are not numbers
-            value = None
-        if kind is float and isinstance(value, float) and not math.isfinite(value):
-            self.fail(f"{where}.{key}" if where else key, f"must be a finite number, got {value!r}")
-        if not isinstance(value, kind):
-            value = mapping[key]
-            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            self.fail(f"{where}.{key}" if where else key, f"expected {names}, got {value!r}")
-        return value
-
-    def build(self) -> AnalysisConfig:
-        raw = self.raw
-        unknown = set(raw) - self.TOP_KEYS
-        if unknown:
-            self.fail(sorted(unknown)[0], f"unknown key (known keys: {sorted(self.TOP_KEYS)})")
-        name = self.get(raw, "name", "", str)
-        seed = self.get(raw, "seed", "", int)
-        lumi = self.get(raw, "luminosity", "", float)
-        if lumi <= 0:
-            self.fail("luminosity", f"must be positive, got {lumi}")
-        inp = self.get(raw, "input", "", dict, {"kind": "nanoaod"})
-        kind = inp.get("kind", "nanoaod")
-        if kind not in INPUT_KINDS:
-            self.fail("input.kind", f"unknown input kind '{kind}' (known: {list(INPUT_KINDS)})")
-        if "chunk_size" in inp and (not self._is_int(inp["chunk_size"]) or inp["chunk_size"] <= 0):
-            self.fail("input.chunk_size", "must be a positive integer")
-        if "branches" in inp:
-            if kind != "nanoaod":
-                self.fail("input.branches", "maps NanoAOD branch names: only for input.kind: nanoaod")
-            from hsaudit.selection.objects import branch_candidates
-
-            self._wrap(lambda: branch_candidates(inp))
-        from hsaudit.tables import weight_sanity_limits
-
-        self._wrap(lambda: weight_sanity_limits(inp.get("weight_sanity")))
-
-        datasets = self._datasets(kind)
-        systematics = self._systematics(datasets, kind)
-        regions = self._regions()
-        if not regions:
-            self.fail("regions", "need at least one region (the signal region)")
-        signal_region = self.get(raw, "signal_region", "", str, next(iter(regions)))
-        if signal_region not in regions:
-            self.fail("signal_region", f"unknown region '{signal_region}' (known: {list(regions)})")
-        features = self._features()
-        models = self._models(systematics)
-        attacks = self._named_sections("attacks")
-        audit = self.get(raw, "audit", "", dict, {})
-        for s in audit.get("systematics", []) or []:
-            if s not in systematics:
-                self.fail("audit.systematics", f"unknown systematic '{s}' (known: {list(systematics)})")
-        for a in audit.get("attacks", []) or []:
-            if a not in attacks:
-                self.fail("audit.attacks", f"unknown attack '{a}' (known: {list(attacks)})")
-        n_sigma = audit.get("n_sigma", 1.0)
-        if not self._is_number(n_sigma) or n_sigma <= 0:
-            # an envelope of zero width lets no attack move anything: every systematic would
-            # be reported "covered" without any test
-            self.fail("audit.n_sigma", f"must be a positive number (the envelope size in units of "
-                                       f"the systematic), got {n_sigma!r}")
-        if "max_events" in audit and (not self._is_int(audit["max_events"]) or audit["max_events"] <= 0):
-            self.fail("audit.max_events", f"must be a positive integer, got {audit['max_events']!r}")
-        fit = self.get(raw, "fit", "", dict, {})
-        self._fit(fit, regions)
-
-        return AnalysisConfig(
-            name=name, path=self.path, seed=seed, luminosity=lumi, input=inp,
-            datasets=datasets, selection=self.get(raw, "selection", "", dict, {}),
-            regions=regions, signal_region=signal_region, features=features,
-            systematics=systematics, models=models,
-            training=self.get(raw, "training", "", dict, {}), attacks=attacks, audit=audit,
-            checks=self.get(raw, "checks", "", dict, {}), fit=fit, raw=raw,
+        _prefixed(where, lambda: branch_candidates(inp))
+    datasets = {}
+    for name, d in settings.datasets.items():
+        datasets[name] = Dataset(
+            name=name, process=d.process or name, is_signal=d.is_signal, cross_section=d.cross_section,
+            files=[os.path.expandvars(os.path.expanduser(f)) for f in d.files],
+            generate=None if d.generate is None else dict(raw["datasets"][name]["generate"]),
+            raw_files=[str(f) for f in d.files],
         )
+    systematics = {
+        name: Systematic(name=name, type=s.type, uncertainty=float(s.uncertainty), object=s.object,
+                         processes=s.processes, pt_slope=float(s.pt_slope), description=s.description)
+        for name, s in settings.systematics.items()
+    }
+    regions = {name: Region(name=name, charge=r.charge, mt_min=r.mt_min, mt_max=r.mt_max)
+               for name, r in settings.regions.items()}
+    features = [FeatureSpec(name=f.name, kind=f.kind, column=f.column) for f in settings.features]
+    models = dict(raw["models"])
+    for spec in models.values():
+        if "torchscript" in spec:
+            p = Path(os.path.expandvars(os.path.expanduser(str(spec["torchscript"]))))
+            if not p.is_absolute():
+                p = (path.parent / p).resolve()
+            spec["torchscript"] = str(p)
+    for name, m in settings.models.items():
+        if m.torchscript is not None:
+            settings.models[name] = m.model_copy(update={"torchscript": models[name]["torchscript"]})
+    return AnalysisConfig(
+        name=settings.name, path=path, seed=settings.seed, luminosity=float(settings.luminosity), input=inp,
+        datasets=datasets, selection=raw.get("selection", {}), regions=regions,
+        signal_region=settings.signal_region or next(iter(regions)), features=features,
+        systematics=systematics, models=models, training=raw.get("training", {}),
+        attacks=dict(raw.get("attacks") or {}), audit=raw.get("audit", {}), checks=raw.get("checks", {}),
+        fit=raw.get("fit", {}), raw=raw, settings=settings,
+    )
 
-    @staticmethod
-    def _is_int(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
 
-    @staticmethod
-    def _is_number(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-    def _wrap(self, check):
-        """Run a check of another module; its AuditError gets this file's name in front."""
-        try:
-            return check()
-        except AuditError as err:
-            raise AuditError(f"{_show(self.path)}: {err}") from None
-
-    def _fit(self, fit: dict, regions: dict) -> None:
-        """Types of the fit settings, checked at load (the fit stage checks their meaning)."""
-        channels = fit.get("channels", []) or []
-        if not isinstance(channels, list):
-            self.fail("fit.channels", f"expected a list of regions, got {channels!r}")
-        for ch in channels:
-            if ch not in regions:
-                self.fail("fit.channels", f"unknown region '{ch}' (known: {list(regions)})")
-        for key in ("n_bins", "n_toys", "toys_per_chunk", "max_iterations"):
-            if key in fit and (not self._is_int(fit[key]) or fit[key] <= 0):
-                self.fail(f"fit.{key}", f"must be a positive integer, got {fit[key]!r}")
-        for key in ("min_background_per_bin", "max_relative_stat_uncertainty", "mu_true"):
-            if key in fit and not self._is_number(fit[key]):
-                self.fail(f"fit.{key}", f"must be a number, got {fit[key]!r}")
-        for key in ("min_background_per_bin", "max_relative_stat_uncertainty"):
-            if key in fit and fit[key] < 0:
-                self.fail(f"fit.{key}", f"must not be negative, got {fit[key]!r}")
-        if "binning" in fit and fit["binning"] not in ("uniform", "optimised"):
-            self.fail("fit.binning", f"must be uniform or optimised, got {fit['binning']!r}")
-        if "mc_stat_uncertainty" in fit and not isinstance(fit["mc_stat_uncertainty"], bool):
-            self.fail("fit.mc_stat_uncertainty", f"must be true or false, got {fit['mc_stat_uncertainty']!r}")
-        if "mu_bounds" in fit:
-            b = fit["mu_bounds"]
-            if not (isinstance(b, list) and len(b) == 2 and all(self._is_number(x) for x in b) and b[0] < b[1]):
-                self.fail("fit.mu_bounds", f"expected [low, high] with low < high, got {b!r}")
-
-    def _datasets(self, input_kind: str) -> dict[str, Dataset]:
-        section = self.get(self.raw, "datasets", "", dict)
-        if not section:
-            self.fail("datasets", "no datasets configured")
-        out = {}
-        for name, spec in section.items():
-            where = f"datasets.{name}"
-            if not isinstance(spec, dict):
-                self.fail(where, "expected a mapping")
-            files = self.get(spec, "files", where, (list, str), [])
-            files = [files] if isinstance(files, str) else list(files)
-            generate = self.get(spec, "generate", where, dict, None)
-            if not files and generate is None:
-                self.fail(where, "give either 'files' (your ROOT/CSV/parquet files) or 'generate' (demo events)")
-            if generate is not None:
-                n = generate.get("n_events")
-                if not isinstance(n, int) or n <= 0:
-                    self.fail(f"{where}.generate.n_events", f"must be a positive integer, got {n!r}")
-                nf = generate.get("n_files", 1)
-                if not isinstance(nf, int) or nf <= 0 or nf > n:
-                    self.fail(f"{where}.generate.n_files", f"must be a positive integer <= n_events, got {nf!r}")
-            xs = self.get(spec, "cross_section", where, float, None)
-            if xs is not None and xs <= 0:
-                self.fail(f"{where}.cross_section", f"must be positive, got {xs}")
-            if input_kind == "nanoaod" and xs is None:
-                self.fail(f"{where}.cross_section", "missing (needed to normalise NanoAOD events)")
-            out[name] = Dataset(
-                name=name, process=self.get(spec, "process", where, str, name),
-                is_signal=self.get(spec, "is_signal", where, bool), cross_section=xs,
-                files=[os.path.expandvars(os.path.expanduser(f)) for f in files], generate=generate,
-                raw_files=[str(f) for f in files],
-            )
-        if not any(d.is_signal for d in out.values()):
-            self.fail("datasets", "no dataset has is_signal: true")
-        if all(d.is_signal for d in out.values()):
-            self.fail("datasets", "every dataset is signal: configure at least one background")
-        return out
-
-    def _systematics(self, datasets: dict[str, Dataset], input_kind: str = "nanoaod") -> dict[str, Systematic]:
-        section = self.get(self.raw, "systematics", "", dict, {})
-        processes = {d.process for d in datasets.values()} | set(datasets)
-        out = {}
-        for name, spec in section.items():
-            where = f"systematics.{name}"
-            if not isinstance(spec, dict):
-                self.fail(where, "expected a mapping")
-            kind = self.get(spec, "type", where, str)
-            if kind not in SYSTEMATIC_TYPES:
-                self.fail(f"{where}.type", f"unknown type '{kind}' (known: {list(SYSTEMATIC_TYPES)})")
-            unc = self.get(spec, "uncertainty", where, float)
-            if unc < 0:
-                self.fail(f"{where}.uncertainty", f"negative uncertainty {unc}")
-            if unc == 0:
-                self.fail(f"{where}.uncertainty", "zero uncertainty: remove the systematic instead")
-            obj = self.get(spec, "object", where, str, None)
-            # flat tables bring their shifted columns (or a recipe, or sigma_i): no object needed
-            if kind == "shift" and obj is None and input_kind == "nanoaod":
-                self.fail(f"{where}.object", "missing: a shift systematic moves an object")
-            procs = self.get(spec, "processes", where, list, None)
-            for p in procs or []:
-                if p not in processes:
-                    self.fail(f"{where}.processes", f"unknown process '{p}' (known: {sorted(processes)})")
-            out[name] = Systematic(
-                name=name, type=kind, uncertainty=unc, object=obj, processes=procs,
-                pt_slope=self.get(spec, "pt_slope", where, float, 0.0),
-                description=self.get(spec, "description", where, str, ""),
-            )
-        return out
-
-    def _regions(self) -> dict[str, Region]:
-        section = self.get(self.raw, "regions", "", dict)
-        out = {}
-        for name, spec in section.items():
-            where = f"regions.{name}"
-            spec = spec or {}
-            charge = spec.get("charge", "any")
-            if charge not in ("opposite", "same", "any"):
-                self.fail(f"{where}.charge", f"must be opposite, same or any, got {charge!r}")
-            out[name] = Region(
-                name=name, charge=charge,
-                mt_min=self.get(spec, "mt_min", where, float, None),
-                mt_max=self.get(spec, "mt_max", where, float, None),
-            )
-        return out
-
-    def _features(self) -> list[FeatureSpec]:
-        section = self.get(self.raw, "features", "", list)
-        if not section:
-            self.fail("features", "no features configured")
-        out = []
-        for i, item in enumerate(section):
-            if isinstance(item, str):
-                out.append(FeatureSpec(name=item))
-                continue
-            if not isinstance(item, dict) or "name" not in item:
-                self.fail(f"features[{i}]", "expected a name or a mapping with 'name'")
-            kind = item.get("kind", "other")
-            if kind not in FEATURE_KINDS:
-                self.fail(f"features[{i}].kind", f"unknown kind '{kind}' (known: {list(FEATURE_KINDS)})")
-            out.append(FeatureSpec(name=item["name"], kind=kind, column=item.get("column")))
-        names = [f.name for f in out]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            self.fail("features", f"duplicate features {dupes}")
-        return out
-
-    def _named_sections(self, key: str) -> dict[str, dict]:
-        section = self.get(self.raw, key, "", dict, {})
-        for name, spec in section.items():
-            if not isinstance(spec, dict):
-                self.fail(f"{key}.{name}", "expected a mapping")
-        return dict(section)
-
-    def _models(self, systematics: dict[str, Systematic]) -> dict[str, dict]:
-        models = self._named_sections("models")
-        if not models:
-            self.fail("models", "no model configured")
-        for name, spec in models.items():
-            for syst, lam in (spec.get("penalty") or {}).items():
-                if syst not in systematics:
-                    self.fail(f"models.{name}.penalty", f"unknown systematic '{syst}' (known: {list(systematics)})")
-                if systematics[syst].type == "normalization":
-                    self.fail(f"models.{name}.penalty", f"'{syst}' is a normalisation: it cannot shape the NN output")
-                if not isinstance(lam, (int, float)) or lam < 0:
-                    self.fail(f"models.{name}.penalty.{syst}", f"lambda must be a non-negative number, got {lam!r}")
-            if "torchscript" in spec:
-                p = Path(os.path.expandvars(os.path.expanduser(str(spec["torchscript"]))))
-                if not p.is_absolute():
-                    p = (self.path.parent / p).resolve()
-                spec["torchscript"] = str(p)
-        return models
+def _prefixed(where: str, check):
+    """Run a check of another module; its AuditError gets the file's name in front."""
+    try:
+        return check()
+    except AuditError as err:
+        raise AuditError(f"{where}: {err}") from None

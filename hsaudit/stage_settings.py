@@ -1,11 +1,13 @@
-"""Load-time validation of the settings that later stages read: a mistake in the visibility
-test (``checks``), the verdict (``audit.verdict``, ``audit.null_seeds``) or the fit's
-statistical treatment (``fit.shape_treatment``, ``fit.closure``, ``fit.n_replicas``) ends in one
-clear message when the configuration is loaded, before any task runs or writes anything,
-instead of after generation, selection and training.
+"""Load-time checks of what the schema (``hsaudit.config_schema``) cannot see alone: the
+settings whose meaning a stage defines, checked by that stage's own function once, up front,
+so that a mistake ends in one clear message when the configuration is loaded, before any task
+runs or writes anything, instead of after generation, selection and training.
 
-Each stage keeps the definition of its own settings (defaults and checks live with the code
-that uses them); this module only calls them once, up front.
+* the visibility test (``checks``), the verdict (``audit.verdict``, ``audit.null_seeds``,
+  ``audit.attack_seeds``) and the fit's statistical treatment (``fit.shape_treatment``,
+  ``fit.closure``, ``fit.n_replicas``);
+* flat-table inputs: the references of ``input`` to features, systematics and regions
+  (``hsaudit.flat_tables.parse_flat_options``).
 """
 
 from __future__ import annotations
@@ -15,22 +17,20 @@ def validate_stage_settings(cfg) -> None:
     """Raise hsaudit.errors.AuditError naming the key of the first invalid stage setting."""
     from hsaudit.audit_stage import verdict_settings
     from hsaudit.calibration_stage import visibility_settings
-    from hsaudit.null_stage import null_seeds
+    from hsaudit import null_stage
     from hsaudit.stats.impacts import replicas_setting
     from hsaudit.stats.template_treatment import treatment_settings
     from hsaudit.verdict import closure_settings
 
     visibility_settings(cfg)
     verdict_settings(cfg)
-    null_seeds(cfg)
+    null_stage.null_seeds(cfg)
+    if hasattr(null_stage, "attack_seeds"):
+        null_stage.attack_seeds(cfg)
     treatment_settings(cfg.fit.get("shape_treatment"))
     closure_settings(cfg.fit.get("closure"))
     replicas_setting(cfg)
-    features = set(cfg.feature_names)
-    for key in ("features", "pair_features"):
-        names = (cfg.checks or {}).get(key) or []
-        unknown = [n for n in names if n not in features]
-        if unknown:
-            from hsaudit.errors import AuditError
+    if (cfg.input or {}).get("kind") == "flat":
+        from hsaudit.flat_tables import parse_flat_options
 
-            raise AuditError(f"checks.{key}: unknown feature(s) {unknown}; the analysis has {sorted(features)}")
+        parse_flat_options(cfg)

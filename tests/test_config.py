@@ -42,17 +42,17 @@ def _set(path, value):
 
 @pytest.mark.parametrize("edit, expected", [
     (_set(["systematics", "tau_es", "uncertainty"], -0.03), "systematics.tau_es.uncertainty: negative uncertainty"),
-    (_set(["systematics", "tau_es", "type"], "banana"), "systematics.tau_es.type: unknown type 'banana'"),
+    (_set(["systematics", "tau_es", "type"], "banana"), "systematics.tau_es.type: unknown value 'banana' (known: 'shift', 'weight' or 'normalization')"),
     (_set(["models", "penalty_tes", "penalty"], {"tes": 20.0}), "models.penalty_tes.penalty: unknown systematic 'tes'"),
     (_set(["audit", "systematics"], ["nope"]), "audit.systematics: unknown systematic 'nope'"),
     (_set(["signal_region"], "sr"), "signal_region: unknown region 'sr'"),
     (_set(["datasets", "ztt", "cross_section"], None), "datasets.ztt.cross_section"),
     (lambda raw: raw["datasets"]["ztt"].pop("generate"), "datasets.ztt: give either 'files'"),
-    (_set(["datasets", "ztt", "generate"], None), "datasets.ztt.generate: expected dict"),
-    (_set(["luminosity"], -1), "luminosity: must be positive"),
+    (_set(["datasets", "ztt", "generate"], None), "datasets.ztt: give either 'files'"),
+    (_set(["luminosity"], -1), "luminosity: must be > 0.0, got -1"),
     (_set(["features"], ["mu_pt", "mu_pt"]), "features: duplicate features ['mu_pt']"),
     (_set(["fit", "channels"], ["signal", "nowhere"]), "fit.channels: unknown region 'nowhere'"),
-    (_set(["colour"], "blue"), "colour: unknown key"),
+    (_set(["colour"], "blue"), "colour: unknown setting; known: name, seed, luminosity"),
 ])
 def test_bad_config_names_file_and_key(write_config, edit, expected):
     path = write_config("ci", edit)

@@ -257,9 +257,9 @@ def test_rows_without_id_column_and_three_id_columns(tmp_path):
 
 # -- errors ------------------------------------------------------------------------------------
 def expect_error(folder, cfg_dict, *fragments):
-    cfg = write_config(folder, cfg_dict)
+    # a bad option fails when the configuration is loaded, a bad file when it is read
     with pytest.raises(AuditError) as err:
-        read_flat_datasets(cfg)
+        read_flat_datasets(write_config(folder, cfg_dict))
     for fragment in fragments:
         assert fragment in str(err.value), str(err.value)
     return str(err.value)

@@ -30,7 +30,7 @@ def _set(section, key, value):
     (_set("audit", "null_seeds", 1), r"audit\.null_seeds"),
     (_set("audit", ("verdict", "n_sigma"), -1), r"audit\.verdict\.n_sigma"),
     (_set("audit", ("verdict", "null_quantile"), 1.0), r"audit\.verdict\.null_quantile"),
-    (_set("audit", ("verdict", "n_sgima"), 2), r"audit\.verdict: unknown setting"),
+    (_set("audit", ("verdict", "n_sgima"), 2), r"audit\.verdict\.n_sgima: unknown setting; known: n_sigma, null_quantile"),
     (_set("fit", ("shape_treatment", "smoothing"), "spline"), r"fit\.shape_treatment\.smoothing"),
     (_set("fit", ("closure", "pull_mean_max"), 0), r"fit\.closure\.pull_mean_max"),
     (_set("fit", "n_replicas", 1), r"fit\.n_replicas"),

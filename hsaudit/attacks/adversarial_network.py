@@ -41,7 +41,7 @@ from torch import nn
 
 from hsaudit.errors import AuditError
 from hsaudit.attacks.base import (
-    Attack, AttackContext, check_bool, check_float, check_int, model_logits,
+    Attack, AttackContext, model_logits,
 )
 from hsaudit.attacks.checks import correlation_change, ks_statistic
 from hsaudit.attacks.envelope import Envelope, project_box
@@ -149,36 +149,7 @@ class AdversarialNetworkAttack(Attack):
     name = "adversarial_network"
     per_event = False
     universal = True
-    defaults = {
-        "hidden": [300, 300, 300, 300],
-        "epochs": 20,
-        "train_batch_size": 512,
-        "learning_rate": 1e-3,
-        "lambda_cls": 1.0,
-        "lambda_obs": 0.1,
-        "rho": 1.0,
-        "ks_obs_max": 0.04,
-        "ks_nn_max": 0.02,
-        "ks_check_every": 0,
-        "lambda_corr": 0.0,
-        "corr_max": 0.0,
-        "keep_hidden": False,
-    }
-
-    def validate(self, s):
-        h = s["hidden"]
-        if not isinstance(h, (list, tuple)) or not h or not all(isinstance(v, (int, np.integer)) and v > 0 for v in h):
-            raise AuditError(f"attack setting 'hidden' must be a non-empty list of positive integers, got {h!r}")
-        s["hidden"] = [int(v) for v in h]
-        s["epochs"] = check_int("epochs", s["epochs"], 0)
-        s["train_batch_size"] = check_int("train_batch_size", s["train_batch_size"], 1)
-        s["learning_rate"] = check_float("learning_rate", s["learning_rate"], 0.0, open_min=True)
-        for k in ("lambda_cls", "lambda_obs", "ks_obs_max", "ks_nn_max", "lambda_corr", "corr_max"):
-            s[k] = check_float(k, s[k], 0.0)
-        s["keep_hidden"] = check_bool("keep_hidden", s["keep_hidden"])
-        s["rho"] = check_float("rho", s["rho"], 0.0, 1.0)
-        s["ks_check_every"] = check_int("ks_check_every", s["ks_check_every"], 0)
-        return s
+    # settings and defaults: hsaudit.config_schema.AdversarialNetworkSettings
 
     def is_trivial(self, s):
         return s["epochs"] == 0 or s["rho"] == 0.0

@@ -42,13 +42,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
+from hsaudit.config_schema import ATTACK_SETTINGS, ENTRY_KEYS, AttackSettingsBase, attack_defaults, explain, known_keys
 from hsaudit.errors import AuditError
 from hsaudit.attacks.envelope import Envelope, project_box
 
 OBJECTIVES = ("signal_as_background", "background_as_signal", "shift_output")
 
-COMMON_DEFAULTS = {"batch_size": 65536, "direction": 1}
+# the settings every attack has, with their defaults (hsaudit.config_schema owns all defaults)
+COMMON_DEFAULTS = {k: f.default for k, f in AttackSettingsBase.model_fields.items() if k not in ENTRY_KEYS}
 
 
 # ---------------------------------------------------------------------------- results
@@ -233,10 +236,32 @@ def check_bool(name: str, value) -> bool:
     return bool(value)
 
 
+def _plain(value):
+    """numpy scalars and arrays, tuples -> plain Python values (the schema takes no numpy types)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+class _SchemaDefaults:
+    """``Attack.defaults``: the attack type's own settings and defaults, read from the schema."""
+
+    def __get__(self, obj, owner) -> dict:
+        return attack_defaults(owner.name, common=False) if owner.name in ATTACK_SETTINGS else {}
+
+
 # ---------------------------------------------------------------------------- the interface
 class Attack:
-    """Base class. Subclasses set ``name``, ``defaults``, ``per_event`` and implement
-    ``validate(settings) -> settings`` and ``run(ctx, settings) -> (x_adv_rows, info, extra)``.
+    """Base class. Subclasses set ``name`` (a type of ``hsaudit.config_schema.ATTACK_SETTINGS``,
+    whose model defines the settings, their defaults and ranges), ``per_event`` and implement
+    ``run(ctx, settings) -> (x_adv_rows, info, extra)`` and, for what the schema cannot say,
+    ``validate(settings) -> settings``.
 
     ``per_event = True``: the attack treats events independently; ``run`` gets chunks of the
     attacked events only. ``False`` (population attacks: adversarial network, CONSERVAttack):
@@ -248,22 +273,28 @@ class Attack:
     # universal = True: one mapping moves every event in ``mask`` (the adversarial network);
     # the objective's class and ``objective_mask`` only select which events the loss is about
     universal = False
-    defaults: dict = {}
+    defaults = _SchemaDefaults()
 
     def __init__(self, **settings):
         self._given = dict(settings)  # unresolved, so per-call overrides resolve afresh
         self.settings = self.resolve(settings)
 
     def resolve(self, settings: dict) -> dict:
-        known = {**COMMON_DEFAULTS, **self.defaults}
+        """Defaults filled in and every setting checked against the attack's schema model."""
+        model = ATTACK_SETTINGS.get(self.name)
+        if model is None:  # an attack outside the schema: its own defaults and checks
+            return self.validate({**COMMON_DEFAULTS, **settings})
+        known = [k for k in known_keys(model) if k not in ENTRY_KEYS]
         unknown = sorted(set(settings) - set(known))
         if unknown:
-            raise AuditError(f"unknown settings {unknown} for attack '{self.name}'; known: {sorted(known)}")
-        s = {**known, **settings}
-        s["batch_size"] = check_int("batch_size", s["batch_size"], 1)
-        if s["direction"] not in (1, -1):
-            raise AuditError(f"attack setting 'direction' must be +1 (towards signal) or -1, got {s['direction']!r}")
-        return self.validate(s)
+            raise AuditError(f"unknown settings {unknown} for attack '{self.name}'; known: {known}")
+        try:
+            typed = model.model_validate({"type": self.name, **_plain(settings)})
+        except ValidationError as err:
+            problem = explain(err, model)
+            where = f"attack setting '{problem.path}'" if problem.path else f"settings of attack '{self.name}'"
+            raise AuditError(f"{where}: {problem.message}") from None
+        return self.validate(typed.model_dump(exclude=set(ENTRY_KEYS)))
 
     def validate(self, settings: dict) -> dict:
         return settings

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from hsaudit.errors import AuditError
-from hsaudit.attacks.base import Attack, AttackContext, check_float, check_int, straight_through
+from hsaudit.attacks.base import Attack, AttackContext, straight_through
 
 ANGLE_MARKERS = ("eta", "phi", "delta_r", "dr", "angle", "theta")
 
@@ -76,19 +76,13 @@ def relative_feature_mask(feature_names, n_features: int, absolute_features=None
 
 class FGSMAttack(Attack):
     name = "fgsm"
-    defaults = {"eps": 0.001, "iterations": 10, "eps_abs": None, "absolute_features": None, "feature_kinds": None}
+    # settings and defaults: hsaudit.config_schema.FGSMSettings
 
     def validate(self, s):
-        s["eps"] = check_float("eps", s["eps"], 0.0)
-        s["eps_abs"] = s["eps"] if s["eps_abs"] is None else check_float("eps_abs", s["eps_abs"], 0.0)
-        s["iterations"] = check_int("iterations", s["iterations"], 1)
-        af = s["absolute_features"]
-        if af is not None and not isinstance(af, (list, tuple)):
-            raise AuditError(f"attack setting 'absolute_features' must be a list of names or indices, got {af!r}")
+        if s["eps_abs"] is None:  # absolute steps as large as the relative ones
+            s["eps_abs"] = s["eps"]
         fk = s["feature_kinds"]
         if fk is not None:
-            if not isinstance(fk, (dict, list, tuple)):
-                raise AuditError(f"attack setting 'feature_kinds' must be a mapping {{feature: kind}} or a list, got {fk!r}")
             vals = fk.values() if isinstance(fk, dict) else fk
             bad = sorted({str(v) for v in vals if v not in KINDS})
             if bad:

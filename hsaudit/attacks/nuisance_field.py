@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from hsaudit.errors import AuditError
-from hsaudit.attacks.base import Attack, AttackContext, check_float, check_int
+from hsaudit.attacks.base import Attack, AttackContext
 from hsaudit.attacks.envelope import Envelope, interpolate_theta, project_box
 from hsaudit.attacks.nuisance_pgd import theta_features
 
@@ -198,27 +198,15 @@ class NuisanceFieldAttack(Attack):
     name = "nuisance_field"
     per_event = False
     universal = True
-    defaults = {"inputs": None, "k": None, "knots": 8, "smoothness": 1.0, "steps": 200, "learning_rate": 0.05,
-                "train_batch_size": 8192}
+    # settings and defaults: hsaudit.config_schema.NuisanceFieldSettings
 
     def validate(self, s):
         inp = s["inputs"]
-        if isinstance(inp, (str, int)):
-            inp = [inp]
-        if not isinstance(inp, (list, tuple)) or not inp or not all(
-                isinstance(v, str) or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in inp):
+        if inp is None:
             raise AuditError("attack setting 'inputs' of nuisance_field must be a non-empty list of feature names "
-                             f"(the physical variables theta depends on), got {s['inputs']!r}")
+                             "(the physical variables theta depends on), got None")
         if len(set(inp)) != len(inp):
             raise AuditError(f"attack setting 'inputs' lists a feature twice: {list(inp)}")
-        s["inputs"] = list(inp)
-        if s["k"] is not None:
-            s["k"] = check_float("k", s["k"], 0.0)
-        s["knots"] = check_int("knots", s["knots"], 2)
-        s["steps"] = check_int("steps", s["steps"], 0)
-        s["train_batch_size"] = check_int("train_batch_size", s["train_batch_size"], 1)
-        s["smoothness"] = check_float("smoothness", s["smoothness"], 0.0)
-        s["learning_rate"] = check_float("learning_rate", s["learning_rate"], 0.0, open_min=True)
         return s
 
     def is_trivial(self, s):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from hsaudit.errors import AuditError
-from hsaudit.attacks.base import Attack, AttackContext, check_float, check_int
+from hsaudit.attacks.base import Attack, AttackContext
 from hsaudit.attacks.envelope import interpolate_theta
 
 
@@ -31,14 +31,7 @@ def theta_features(ctx: AttackContext, theta: torch.Tensor) -> torch.Tensor:
 
 class NuisancePGDAttack(Attack):
     name = "nuisance_pgd"
-    defaults = {"k": None, "steps": 40, "step_fraction": 0.1}
-
-    def validate(self, s):
-        if s["k"] is not None:
-            s["k"] = check_float("k", s["k"], 0.0)
-        s["steps"] = check_int("steps", s["steps"], 0)
-        s["step_fraction"] = check_float("step_fraction", s["step_fraction"], 0.0, 1.0)
-        return s
+    # settings and defaults: hsaudit.config_schema.NuisancePGDSettings
 
     def is_trivial(self, s):
         return s["k"] == 0.0

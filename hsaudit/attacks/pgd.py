@@ -18,21 +18,14 @@ from __future__ import annotations
 import torch
 
 from hsaudit.attacks.base import (
-    Attack, AttackContext, check_bool, check_float, check_int, model_logits, straight_through,
+    Attack, AttackContext, model_logits, straight_through,
 )
 from hsaudit.attacks.envelope import project_box
 
 
 class PGDAttack(Attack):
     name = "pgd"
-    defaults = {"steps": 40, "step_fraction": 0.1, "random_start": False, "keep_best": True}
-
-    def validate(self, s):
-        s["steps"] = check_int("steps", s["steps"], 0)
-        s["step_fraction"] = check_float("step_fraction", s["step_fraction"], 0.0, 1.0)
-        s["random_start"] = check_bool("random_start", s["random_start"])
-        s["keep_best"] = check_bool("keep_best", s["keep_best"])
-        return s
+    # settings and defaults: hsaudit.config_schema.PGDSettings
 
     def is_trivial(self, s):
         return s["steps"] == 0 and not s["random_start"]

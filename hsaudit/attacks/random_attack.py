@@ -7,7 +7,7 @@ numbers are counter-based (seed, event key, feature), so results do not depend o
 
 from __future__ import annotations
 
-from hsaudit.attacks.base import Attack, AttackContext, check_float
+from hsaudit.attacks.base import Attack, AttackContext
 
 
 class RandomAttack(Attack):
@@ -15,11 +15,7 @@ class RandomAttack(Attack):
     ``fraction`` around the nominal point (1 = the whole box, 0 = no change)."""
 
     name = "random"
-    defaults = {"fraction": 1.0}
-
-    def validate(self, s):
-        s["fraction"] = check_float("fraction", s["fraction"], 0.0, 1.0)
-        return s
+    # settings and defaults: hsaudit.config_schema.RandomSettings
 
     def is_trivial(self, s):
         return s["fraction"] == 0.0
