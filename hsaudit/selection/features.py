@@ -110,6 +110,30 @@ class PairKinematics:
     def m_vis(self):
         return _mass(self.vis_p4)
 
+    @cached_property
+    def zeta_axis(self):
+        """(unit bisector x, y of the mu and tau directions, projection of p_mu + p_tau on it)."""
+        ux = np.cos(self.mu_phi) + np.cos(self.tau_phi)
+        uy = np.sin(self.mu_phi) + np.sin(self.tau_phi)
+        norm = np.hypot(ux, uy)
+        # back-to-back leptons have no bisector: take the direction perpendicular to the muon
+        back = norm < 1e-9
+        ux = np.where(back, -np.sin(self.mu_phi), ux)
+        uy = np.where(back, np.cos(self.mu_phi), uy)
+        norm = np.where(back, 1.0, norm)
+        zx, zy = ux / norm, uy / norm
+        p_vis = (self.mu_p4[0] + self.tau_p4[0]) * zx + (self.mu_p4[1] + self.tau_p4[1]) * zy
+        return zx, zy, p_vis
+
+    _PAIR_PROPERTIES = ("mu_p4", "tau_p4", "vis_p4", "m_vis", "zeta_axis")
+
+    def share_pair_vectors(self, other: "PairKinematics") -> None:
+        """Take over the pair four-vectors ``other`` has computed: for a variant with the same
+        pair and the same muon and tau scales they are the same numbers."""
+        for name in self._PAIR_PROPERTIES:
+            if name in other.__dict__:
+                self.__dict__[name] = other.__dict__[name]
+
 
 def _p4(pt, eta, phi, mass):
     px = pt * np.cos(phi)
@@ -143,17 +167,8 @@ def _m_col(k: PairKinematics):
 
 
 def _d_zeta(k: PairKinematics):
-    ux = np.cos(k.mu_phi) + np.cos(k.tau_phi)
-    uy = np.sin(k.mu_phi) + np.sin(k.tau_phi)
-    norm = np.hypot(ux, uy)
-    # back-to-back leptons have no bisector: take the direction perpendicular to the muon
-    back = norm < 1e-9
-    ux = np.where(back, -np.sin(k.mu_phi), ux)
-    uy = np.where(back, np.cos(k.mu_phi), uy)
-    norm = np.where(back, 1.0, norm)
-    zx, zy = ux / norm, uy / norm
+    zx, zy, p_vis = k.zeta_axis
     p_miss = k.met_px * zx + k.met_py * zy
-    p_vis = (k.mu_p4[0] + k.tau_p4[0]) * zx + (k.mu_p4[1] + k.tau_p4[1]) * zy
     return p_miss - D_ZETA_VIS_COEFFICIENT * p_vis
 
 
@@ -167,12 +182,28 @@ def _m_jj(k: PairKinematics):
     return _zero_if_nan(_mass(tuple(a + b for a, b in zip(j1, j2))))
 
 
+# what a feature reads -> the objects whose shifts can change it (the pair itself depends on the
+# muon and tau scales; the selected jets on the pair and the jet scale; MET on all of them)
+SHIFTED_BY = {
+    "pair": ("muon", "tau"),
+    "jets": ("muon", "tau", "jet"),
+    "met": ("muon", "tau", "jet", "met_unclustered"),
+}
+
+
 @dataclass(frozen=True)
 class Feature:
     name: str
     kind: str
     compute: Callable[[PairKinematics], np.ndarray]
     description: str
+    reads: str = "pair"  # a key of SHIFTED_BY
+
+    @property
+    def shifted_by(self) -> tuple[str, ...]:
+        """The shifted objects this feature depends on: a variant that scales none of them
+        leaves its values bit-identical to the nominal ones."""
+        return SHIFTED_BY[self.reads]
 
 
 _REGISTRY = [
@@ -182,30 +213,30 @@ _REGISTRY = [
     Feature("tau_eta", "angle", lambda k: k.tau_eta, "tau_h pseudorapidity"),
     Feature("tau_mass", "momentum", lambda k: k.tau_mass, "tau_h visible mass"),
     Feature("tau_decay_mode", "integer", lambda k: k.tau_decay_mode, "tau_h decay mode"),
-    Feature("met_pt", "momentum", lambda k: k.met_pt, "missing transverse momentum"),
-    Feature("mt_mu", "momentum", lambda k: _mt(k.mu_pt, k.mu_phi, k), "transverse mass (mu, MET)"),
-    Feature("mt_tau", "momentum", lambda k: _mt(k.tau_pt, k.tau_phi, k), "transverse mass (tau, MET)"),
+    Feature("met_pt", "momentum", lambda k: k.met_pt, "missing transverse momentum", reads="met"),
+    Feature("mt_mu", "momentum", lambda k: _mt(k.mu_pt, k.mu_phi, k), "transverse mass (mu, MET)", reads="met"),
+    Feature("mt_tau", "momentum", lambda k: _mt(k.tau_pt, k.tau_phi, k), "transverse mass (tau, MET)", reads="met"),
     Feature("m_vis", "momentum", lambda k: k.m_vis, "visible di-tau mass"),
     Feature("pt_vis", "momentum", lambda k: np.hypot(k.vis_p4[0], k.vis_p4[1]), "visible di-tau pt"),
     Feature(
         "pt_tt", "momentum",
-        lambda k: np.hypot(k.vis_p4[0] + k.met_px, k.vis_p4[1] + k.met_py), "pt of mu + tau + MET",
+        lambda k: np.hypot(k.vis_p4[0] + k.met_px, k.vis_p4[1] + k.met_py), "pt of mu + tau + MET", reads="met",
     ),
     Feature(
         "delta_r", "angle",
         lambda k: np.hypot(k.mu_eta - k.tau_eta, delta_phi(k.mu_phi, k.tau_phi)), "Delta R(mu, tau)",
     ),
     Feature("delta_phi", "angle", lambda k: np.abs(delta_phi(k.mu_phi, k.tau_phi)), "|Delta phi(mu, tau)|"),
-    Feature("m_col", "momentum", _m_col, "collinear-approximation di-tau mass (fallback m_vis)"),
-    Feature("d_zeta", "momentum", _d_zeta, "D_zeta = p_zeta^miss - 0.85 p_zeta^vis"),
-    Feature("n_jets", "integer", lambda k: k.n_jets, "number of selected jets"),
-    Feature("jet1_pt", "momentum", lambda k: _zero_if_nan(k.jet1_pt), "leading jet pt (0: none)"),
-    Feature("jet1_eta", "angle", lambda k: _zero_if_nan(k.jet1_eta), "leading jet eta (0: none)"),
-    Feature("jet2_pt", "momentum", lambda k: _zero_if_nan(k.jet2_pt), "subleading jet pt (0: none)"),
-    Feature("m_jj", "momentum", _m_jj, "dijet mass (0: fewer than 2 jets)"),
+    Feature("m_col", "momentum", _m_col, "collinear-approximation di-tau mass (fallback m_vis)", reads="met"),
+    Feature("d_zeta", "momentum", _d_zeta, "D_zeta = p_zeta^miss - 0.85 p_zeta^vis", reads="met"),
+    Feature("n_jets", "integer", lambda k: k.n_jets, "number of selected jets", reads="jets"),
+    Feature("jet1_pt", "momentum", lambda k: _zero_if_nan(k.jet1_pt), "leading jet pt (0: none)", reads="jets"),
+    Feature("jet1_eta", "angle", lambda k: _zero_if_nan(k.jet1_eta), "leading jet eta (0: none)", reads="jets"),
+    Feature("jet2_pt", "momentum", lambda k: _zero_if_nan(k.jet2_pt), "subleading jet pt (0: none)", reads="jets"),
+    Feature("m_jj", "momentum", _m_jj, "dijet mass (0: fewer than 2 jets)", reads="jets"),
     Feature(
         "delta_eta_jj", "angle",
-        lambda k: _zero_if_nan(np.abs(k.jet1_eta - k.jet2_eta)), "|Delta eta(j1, j2)| (0: fewer than 2 jets)",
+        lambda k: _zero_if_nan(np.abs(k.jet1_eta - k.jet2_eta)), "|Delta eta(j1, j2)| (0: fewer than 2 jets)", reads="jets",
     ),
 ]
 
@@ -226,11 +257,15 @@ def resolve_features(names) -> list[Feature]:
     return [FEATURES[n] for n in names]
 
 
+def feature_values(kin: PairKinematics, feature: Feature, values=None) -> np.ndarray:
+    """One feature as float32, NaN for events without a pair (``values``: the float64 values
+    when the caller has computed them already)."""
+    with np.errstate(invalid="ignore"):
+        if values is None:
+            values = feature.compute(kin)
+        return np.where(kin.has_pair, np.asarray(values, dtype=np.float64), np.nan).astype(np.float32)
+
+
 def compute_features(kin: PairKinematics, features: list[Feature]) -> dict[str, np.ndarray]:
     """{name: float32 array}; NaN for events without a pair."""
-    out = {}
-    with np.errstate(invalid="ignore"):
-        for f in features:
-            values = np.asarray(f.compute(kin), dtype=np.float64)
-            out[f.name] = np.where(kin.has_pair, values, np.nan).astype(np.float32)
-    return out
+    return {f.name: feature_values(kin, f) for f in features}

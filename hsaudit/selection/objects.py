@@ -315,12 +315,18 @@ def _collection(events, name: str, fields, extra=None) -> Collection:
 
 
 def _sorted_by_pt(coll: Collection) -> Collection:
-    """Order objects within each event by decreasing pt (stable), NanoAOD usually is already."""
+    """Order objects within each event by decreasing pt (stable), NanoAOD usually is already.
+
+    The order is checked in one pass (each object's pt at most its predecessor's in the same
+    event; NaN fails the check); only a collection out of order is sorted."""
     if coll.n_objects == 0:
         return coll
-    order = np.lexsort((-coll["pt"].astype(np.float64), coll.event_index))
-    if np.array_equal(order, np.arange(len(order))):
-        return coll
+    pt = coll["pt"]
+    ev = coll.event_index
+    with np.errstate(invalid="ignore"):
+        if not np.any((ev[1:] == ev[:-1]) & ~(pt[1:] <= pt[:-1])):
+            return coll
+    order = np.lexsort((-pt.astype(np.float64), ev))
     return Collection(coll.counts, {k: v[order] for k, v in coll.fields.items()})
 
 
@@ -492,6 +498,24 @@ def leading_pair(
     itau = first_per_event(taus, tau_ok & (dr > dr_min), n_events)  # NaN compares False
     has_pair = has_mu & (itau >= 0)
     return np.where(has_pair, imu, -1), np.where(has_pair, itau, -1)
+
+
+def branches_read(available, input_section: dict | None = None, selection: dict | None = None) -> list[str]:
+    """The branches :func:`load_content` reads from a file with branches ``available`` (for
+    reading them in one bulk request, coffea's ``preload``); the object counts included."""
+    available = set(available)
+    chosen, _ = resolve_branches(available, input_section, selection)
+    names = list(ID_BRANCHES) + ["genWeight", "nMuon", "nTau", "nJet"]
+    names += [f"Muon_{f}" for f in MUON_FIELDS] + [f"Tau_{f}" for f in TAU_FIELDS] + [f"Jet_{f}" for f in JET_FIELDS]
+    for key, name in chosen.items():
+        if key == "met":
+            names += [f"{name}_{f}" for f in MET_FIELDS]
+        elif name == RECOMPUTE:
+            names += [f"Jet_{f}" for f in JET_ID_INPUTS]
+        else:
+            names.append(name)
+    names.append(chosen.get("btag", "Jet_btagDeepFlavB"))
+    return [n for n in dict.fromkeys(names) if n in available]
 
 
 def required_branches(input_section: dict | None = None, selection: dict | None = None) -> list[tuple[str, ...]]:

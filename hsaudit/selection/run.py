@@ -26,7 +26,7 @@ import numpy as np
 
 from hsaudit.config import AnalysisConfig, Dataset
 from hsaudit.errors import AuditError
-from hsaudit.selection.objects import missing_branches_error, required_branches, resolve_branches
+from hsaudit.selection.objects import branches_read, missing_branches_error, required_branches, resolve_branches
 from hsaudit.selection.processor import SelectionProcessor
 from hsaudit.selection.shifts import build_variants
 from hsaudit.tables import FeatureTable, TableMeta, weight_column
@@ -111,6 +111,13 @@ def inspect_file(path: str | os.PathLike, config: AnalysisConfig | None = None) 
         return int(tree.num_entries)
 
 
+def _branches_of(path: str, config: AnalysisConfig) -> list[str]:
+    """The branches the selection reads from ``path`` (checked readable by plan_chunks)."""
+    f, tree = _open_checked(path, config.input, config.selection)
+    with f:
+        return branches_read(tree.keys(), config.input, config.selection)
+
+
 def _mapping(config: AnalysisConfig | None):
     if config is None:
         return None, None
@@ -190,6 +197,7 @@ def select_chunk(
         events = NanoEventsFactory.from_root(
             f, treepath=TREE_NAME, mode="virtual", schemaclass=NanoAODSchema,
             entry_start=entry_start, entry_stop=entry_stop,
+            preload=branches_read(tree.keys(), config.input, config.selection),
             metadata={"dataset": dataset.name, "filename": path, "entrystart": entry_start, "entrystop": entry_stop},
         ).events()
         out = proc.process(events)
@@ -285,7 +293,9 @@ def select_files(
     chunks = plan_chunks(files, chunk_size, config)
     tables = []
     if chunks:
-        items = [WorkItem(dataset.name, p, TREE_NAME, a, b, "") for p, a, b in chunks]
+        # the branches the selection reads, read in one bulk request per chunk (coffea's preload)
+        preload = {p: frozenset(_branches_of(p, config)) for p in dict.fromkeys(p for p, _, _ in chunks)}
+        items = [WorkItem(dataset.name, p, TREE_NAME, a, b, "", preload=preload[p]) for p, a, b in chunks]
         proc = SelectionProcessor(dataset, config)
         exe, closers = _make_executor(executor, workers, scheduler_address)
         ctx = _quiet_warnings()

@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from coffea.analysis_tools import Weights
 
 from hsaudit.config import AnalysisConfig
 from hsaudit.errors import AuditError
@@ -100,15 +101,18 @@ def shifted_met(
     raise AuditError(f"cannot shift object '{variant.object}'")
 
 
-def weight_variations(
+def event_weights(
     config: AnalysisConfig, process: str, weight: np.ndarray, object_pt: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """``weight__<name>_up/down`` columns for every ``type: weight`` systematic.
+) -> Weights:
+    """The event weights as a coffea :class:`~coffea.analysis_tools.Weights`: ``genWeight``
+    (``weight``, float64) and, for every ``type: weight`` systematic, a correction of 1 with
+    the variations ``1 +- rel`` (``Weights.weight("<name>Up")`` = ``weight * (1 + rel)``).
 
     ``object_pt[obj]`` is the pt of the pair muon / tau per event (NaN where it has none in
     any variant: then the pt-dependent term is dropped).
     """
-    out = {}
+    weights = Weights(len(weight))
+    weights.add("genWeight", weight)
     for syst in config.systematics_of_type("weight"):
         if syst.uncertainty < 0:
             raise AuditError(f"systematic '{syst.name}': negative uncertainty {syst.uncertainty}")
@@ -125,6 +129,22 @@ def weight_variations(
                 pt = object_pt[syst.object]
                 rel = rel + np.where(np.isfinite(pt), syst.pt_slope * (pt - WEIGHT_PT_PIVOT), 0.0)
             rel = np.maximum(rel, 0.0)
-        out[weight_column(f"{syst.name}_up")] = weight * (1.0 + rel)
-        out[weight_column(f"{syst.name}_down")] = weight * (1.0 - rel)
+        weights.add(syst.name, np.ones(len(weight)), weightUp=1.0 + rel, weightDown=1.0 - rel)
+    return weights
+
+
+def weight_columns(config: AnalysisConfig, weights: Weights) -> dict[str, np.ndarray]:
+    """``weight__<name>_up/down`` columns of the ``type: weight`` systematics in ``weights``."""
+    out = {}
+    for syst in config.systematics_of_type("weight"):
+        out[weight_column(f"{syst.name}_up")] = weights.weight(f"{syst.name}Up")
+        out[weight_column(f"{syst.name}_down")] = weights.weight(f"{syst.name}Down")
     return out
+
+
+def weight_variations(
+    config: AnalysisConfig, process: str, weight: np.ndarray, object_pt: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """``weight__<name>_up/down`` columns for every ``type: weight`` systematic
+    (:func:`event_weights`)."""
+    return weight_columns(config, event_weights(config, process, np.asarray(weight, dtype=np.float64), object_pt))
