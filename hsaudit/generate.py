@@ -27,13 +27,13 @@ Public API: ``PROCESSES`` and ``generate_events``.
 
 from __future__ import annotations
 
-import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from hsaudit.errors import AuditError
+from hsaudit.files import atomic_path
 
 # --------------------------------------------------------------------------------------
 # processes
@@ -973,7 +973,6 @@ def generate_events(
     if path.is_dir():
         raise AuditError(f"output path {path} is a directory; give a file name such as {path / 'events.root'}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
 
     sum_w = 0.0
     sum_w2 = 0.0
@@ -985,7 +984,7 @@ def generate_events(
             cache[index] = _generate_block(process, _block_rng(process, seed, first_event, index), _BLOCK)
         return cache[index]
 
-    try:
+    with atomic_path(path, suffix=".root") as tmp:
         with uproot.recreate(tmp, compression=uproot.LZ4(1)) as out:
             tree = None
             for start in range(0, n_events, chunk_size):
@@ -1016,10 +1015,6 @@ def generate_events(
                     tree = out.mktree("Events", {k: v.type if isinstance(v, ak.Array) else v.dtype
                                                  for k, v in branches.items()})
                 tree.extend(branches)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
     return {
         "process": process,

@@ -1,4 +1,4 @@
-"""Figures of the hidden-systematics audit (hist + mplhep, headless).
+"""Figures of the hidden-systematics audit (matplotlib + mplhep, headless).
 
 Every figure function takes plain numpy arrays / dicts, checks them (mistakes raise
 ``AuditError`` naming the argument), and returns a ``matplotlib.figure.Figure``;
@@ -36,7 +36,6 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import hist
 import matplotlib
 import matplotlib.ticker
 import mplhep
@@ -45,8 +44,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from scipy import stats
 
+from hsaudit.arrays import finite_array
 from hsaudit.errors import AuditError
 from hsaudit.files import write_atomically
+from hsaudit.histograms import weighted_histogram
 from hsaudit.report import LARGER as HIDDEN_LARGER
 
 STYLES = (None, "CMS", "ATLAS")
@@ -126,18 +127,7 @@ def _new_figure(figsize, style) -> Figure:
 
 
 def _array(x, what: str, *, allow_empty: bool = False) -> np.ndarray:
-    try:
-        a = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise AuditError(f"{what} must be an array of numbers ({exc})") from None
-    if a.ndim != 1:
-        raise AuditError(f"{what} must be one-dimensional, got shape {a.shape}")
-    if a.size == 0 and not allow_empty:
-        raise AuditError(f"{what} is empty; nothing to plot")
-    bad = ~np.isfinite(a)
-    if bad.any():
-        raise AuditError(f"{what} contains {int(bad.sum())} non-finite value(s) (NaN/inf); remove or fix them")
-    return a
+    return finite_array(x, what, ndim=1, allow_empty=allow_empty)
 
 
 def _weights(w, n: int, what: str) -> np.ndarray:
@@ -180,18 +170,9 @@ def _edges(bins, samples: Sequence[np.ndarray], what: str = "bins") -> np.ndarra
     return e
 
 
-def _histogram(values: np.ndarray, weights: np.ndarray, edges: np.ndarray, fold: bool = True):
+def _histogram(values: np.ndarray, weights: np.ndarray, edges: np.ndarray):
     """Weighted counts and sum of squared weights per bin (under/overflow folded into the edges)."""
-    h = hist.Hist(hist.axis.Variable(edges), storage=hist.storage.Weight())
-    h.fill(values, weight=weights)
-    view = h.view(flow=True)
-    sumw = np.array(view.value, dtype=np.float64)
-    sumw2 = np.array(view.variance, dtype=np.float64)
-    if fold:
-        for a in (sumw, sumw2):
-            a[1] += a[0]
-            a[-2] += a[-1]
-    return sumw[1:-1], sumw2[1:-1]
+    return weighted_histogram(values, weights, edges, outside="fold")
 
 
 def _axis_label(label: str | None, unit: str | None, default: str) -> str:
@@ -628,14 +609,6 @@ def significance_curves(
 # --------------------------------------------------------------------------- 5. toys
 
 
-def gaussian_fit(x) -> tuple[float, float, float, float]:
-    """Maximum-likelihood Gaussian fit: (mean, mean error, width, width error)."""
-    x = np.asarray(x, dtype=np.float64)
-    mean, width = stats.norm.fit(x)
-    n = x.size
-    return float(mean), float(width / np.sqrt(n)), float(width), float(width / np.sqrt(2 * max(n - 1, 1)))
-
-
 @_styled
 def toy_distributions(
     pulls: Mapping[str, object],
@@ -692,8 +665,13 @@ def toy_distributions(
         for i, (s, d) in enumerate(data.items()):
             x = d[k]
             color = f"C{i % 8}"
-            h, _ = np.histogram(x, edges)
-            mean, emean, width, ewidth = gaussian_fit(x)
+            h, _ = weighted_histogram(x, None, edges, outside="drop", sums="cumulative")
+            # the pull panel quotes the fit of the summary (same function, same window);
+            # mu_hat is fitted the same way over the panel's range
+            from hsaudit.stats.toys import gaussian_fit
+
+            g = gaussian_fit(x) if k == 0 else gaussian_fit(x, lo=lo, hi=hi)
+            mean, emean, width, ewidth = g["mean"], g["mean_unc"], g["width"], g["width_unc"]
             mplhep.histplot(h, edges, ax=ax, histtype="step", color=color, flow=None,
                             label=f"{s}: $\\mu$={mean:.2f}$\\pm${emean:.2f}, $\\sigma$={width:.2f}$\\pm${ewidth:.2f}")
             if width > 0:

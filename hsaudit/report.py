@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 
 from hsaudit.errors import AuditError
 from hsaudit.files import write_atomically
+from hsaudit.jsonio import to_json
 
 SCHEMA_VERSION = 2
 
@@ -117,7 +118,7 @@ def systematic_entry(*, standard_impact_mu: float, standard_impact_mu_unc: float
         mc_scale_to_decide=(None if decision.mc_scale_needed is None or not math.isfinite(decision.mc_scale_needed)
                             else decision.mc_scale_needed),
     )
-    return _jsonable(entry)
+    return to_json(entry)
 
 
 def output_shift_comparison(standard_shift: Mapping, attacks: Mapping[str, Mapping],
@@ -164,7 +165,7 @@ def make_summary(
         if k in summary:
             raise AuditError(f"optional key {k!r} clashes with a required summary key")
         summary[k] = v
-    summary = _jsonable(summary)
+    summary = to_json(summary)
     validate_summary(summary)
     return summary
 
@@ -447,26 +448,13 @@ def validate_summary(summary) -> None:
 # --------------------------------------------------------------------------- I/O
 
 
-def _jsonable(x):
-    """Plain Python containers and numbers (numpy scalars/arrays converted)."""
-    if isinstance(x, Mapping):
-        return {str(k) if not isinstance(k, str) else k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if hasattr(x, "tolist") and not isinstance(x, str):  # numpy scalars and arrays
-        return _jsonable(x.tolist())
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
-
 def _atomic_write(path, data: bytes) -> Path:
     return write_atomically(path, lambda fh: fh.write(data))
 
 
 def write_summary(summary: Mapping, path) -> Path:
     """Validate and write ``summary`` as indented JSON, atomically (temp file + rename)."""
-    summary = _jsonable(summary)
+    summary = to_json(summary)
     validate_summary(summary)
     return _atomic_write(path, (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
 
@@ -787,5 +775,5 @@ def write_html(summary: Mapping, figures_dir, path) -> Path:
     per model with a checks expander per systematic, the model comparison, every figure with
     its caption.
     """
-    text = render_html(_jsonable(summary), figures_dir)
+    text = render_html(to_json(summary), figures_dir)
     return _atomic_write(path, text.encode("utf-8"))

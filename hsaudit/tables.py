@@ -244,15 +244,10 @@ class FeatureTable:
         arrays = [pa.array(self.columns[c]) for c in order]
         schema_meta = {b"audit": self.meta.to_json().encode()}
         table = pa.Table.from_arrays(arrays, names=order).replace_schema_metadata(schema_meta)
-        from hsaudit.files import temporary_name
+        from hsaudit.files import atomic_path
 
-        tmp = path.with_name(temporary_name(path.name))
-        try:
+        with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "FeatureTable":

@@ -170,8 +170,6 @@ def test_user_model_non_differentiable(tmp_path):
 def test_concurrent_saves_of_one_model_directory(tmp_path, monkeypatch):
     """Another run created the directory between our check and our rename: no 'Directory not
     empty', the directory holds a complete model."""
-    from hsaudit.ml import modelio
-
     target = tmp_path / "m"
     real_replace = os.replace
     calls = {"n": 0}
@@ -182,7 +180,7 @@ def test_concurrent_saves_of_one_model_directory(tmp_path, monkeypatch):
             save_model(_model(), target, {"hidden_layers": [16, 16]}, FEATURES)  # the other run
         return real_replace(src, dst)
 
-    monkeypatch.setattr(modelio.os, "replace", racing_replace)
+    monkeypatch.setattr(os, "replace", racing_replace)  # the rename in hsaudit.files
     save_model(_model(), target, {"hidden_layers": [16, 16]}, FEATURES)
     assert calls["n"] == 1
     assert sorted(p.name for p in target.iterdir()) == sorted([WEIGHTS_FILE, INFO_FILE, "model.torchscript.pt"])

@@ -162,10 +162,6 @@ def test_helpers():
     c = np.array([[1.0, 0.5], [0.5, 1.0]])
     c2 = np.array([[1.0, 0.6], [0.6, 1.0]])
     assert P.relative_frobenius_change(c, c2) == pytest.approx(np.sqrt(2 * 0.01) / np.sqrt(2 + 2 * 0.25))
-    x = np.random.default_rng(3).normal(2.0, 0.5, 20000)
-    mean, emean, width, ewidth = P.gaussian_fit(x)
-    assert mean == pytest.approx(2.0, abs=4 * emean) and width == pytest.approx(0.5, abs=4 * ewidth)
-    assert emean == pytest.approx(0.5 / np.sqrt(20000), rel=0.05)
 
 
 def test_quadrature_band():

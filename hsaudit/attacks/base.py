@@ -46,6 +46,7 @@ from pydantic import ValidationError
 
 from hsaudit.config_schema import ATTACK_SETTINGS, ENTRY_KEYS, AttackSettingsBase, attack_defaults, explain, known_keys
 from hsaudit.errors import AuditError
+from hsaudit.hashing import MIX_1, MIX_2, splitmix64
 from hsaudit.attacks.envelope import Envelope, project_box
 
 OBJECTIVES = ("signal_as_background", "background_as_signal", "shift_output")
@@ -72,36 +73,22 @@ class AttackResult:
 
 
 # ---------------------------------------------------------------------------- randomness
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xBF58476D1CE4E5B9)
-_M3 = np.uint64(0x94D049BB133111EB)
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser (wrapping uint64 arithmetic)."""
-    with np.errstate(over="ignore"):
-        z = z + _M1
-        z = (z ^ (z >> np.uint64(30))) * _M2
-        z = (z ^ (z >> np.uint64(27))) * _M3
-        return z ^ (z >> np.uint64(31))
-
-
 def event_keys_from_features(x) -> np.ndarray:
     """(N,) uint64 key per event: a hash of its float32 feature bit patterns."""
     a = np.ascontiguousarray(torch.as_tensor(x).detach().cpu().numpy().astype(np.float32))
     bits = a.view(np.uint32).astype(np.uint64)
     h = np.zeros(a.shape[0], dtype=np.uint64)
     for j in range(a.shape[1]):
-        h = _mix(h ^ bits[:, j])
+        h = splitmix64(h ^ bits[:, j])
     return h
 
 
 def counter_uniform(keys: np.ndarray, seed: int, stream: int, n_features: int) -> np.ndarray:
     """(N, n_features) float32 uniforms in [0, 1), a pure function of (key, seed, stream, feature)."""
     with np.errstate(over="ignore"):
-        base = _mix(np.asarray(keys, dtype=np.uint64) ^ _mix(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)
-                                                           + np.uint64(int(stream)) * _M2))
-        z = _mix(base[:, None] + (np.arange(n_features, dtype=np.uint64)[None, :] + np.uint64(1)) * _M3)
+        base = splitmix64(np.asarray(keys, dtype=np.uint64) ^ splitmix64(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)
+                                                                       + np.uint64(int(stream)) * MIX_1))
+        z = splitmix64(base[:, None] + (np.arange(n_features, dtype=np.uint64)[None, :] + np.uint64(1)) * MIX_2)
     return ((z >> np.uint64(40)).astype(np.float32) / np.float32(2 ** 24)).astype(np.float32)
 
 
@@ -402,7 +389,7 @@ class Attack:
             keys = np.asarray(event_keys)
             if keys.shape != (n,) or not np.issubdtype(keys.dtype, np.integer):
                 raise AuditError(f"event_keys must be (N,) = ({n},) integers, got shape {keys.shape} dtype {keys.dtype}")
-            keys = _mix(keys.astype(np.uint64))
+            keys = splitmix64(keys.astype(np.uint64))
         dev = model_device(model)
         t0 = time.perf_counter()
         ctx = AttackContext(

@@ -31,20 +31,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
+from hsaudit.arrays import finite_array, finite_weights
 from hsaudit.errors import AuditError
+# values outside the edges count in the first / last bin (outside='clip', the default)
+from hsaudit.histograms import weighted_histogram
 
-DEFAULT_THRESHOLDS = {
-    "ks_max": 0.04,
-    "chi2_pvalue_min": 0.05,
-    "jsd_max": 0.06,
-    "correlation_rel_max": 0.006,
-    "nn_output_chi2_pvalue_min": 0.05,
-    "nn_output_ks_max": 0.02,
-    "band_tolerance_sigma": 1.0,
-    "band_max_outside_fraction": 0.0,
-    "bins": 20,
-    "jsd_bins": 100,
-}
+from hsaudit.config_schema import threshold_defaults
+
+# the papers' thresholds and binnings with their defaults (keys of the config's ``checks``
+# section; hsaudit.config_schema.ChecksSection documents them)
+DEFAULT_THRESHOLDS = threshold_defaults()
 
 FEATURE_CHECKS = ("ks", "chi2", "jsd")
 ALL_CHECKS = ("ks", "chi2", "jsd", "correlation", "nn_output_chi2", "nn_output_ks", "band")
@@ -84,21 +80,11 @@ def resolve_thresholds(thresholds: dict | None) -> dict:
 
 # ---------------------------------------------------------------------------- statistics
 def _arr(name, a, ndim):
-    a = np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a, dtype=np.float64)
-    if a.ndim != ndim:
-        raise AuditError(f"{name} must be {ndim}-dimensional, got shape {a.shape}")
-    if a.size and not np.all(np.isfinite(a)):
-        raise AuditError(f"{name} contains NaN or inf")
-    return a
+    return finite_array(a, name, ndim=ndim)
 
 
 def _weights(name, w, n):
-    if w is None:
-        return np.ones(n)
-    w = _arr(name, w, 1)
-    if w.shape != (n,):
-        raise AuditError(f"{name} has shape {w.shape}, expected ({n},): one weight per event")
-    return w
+    return finite_weights(w, n, name)
 
 
 def ks_statistic(a, b, wa=None, wb=None) -> float:
@@ -128,15 +114,6 @@ def equal_population_edges(ref: np.ndarray, bins: int) -> np.ndarray:
     if len(q) < 2:
         q = np.array([q[0] - 0.5, q[0] + 0.5])
     return q
-
-
-def weighted_histogram(values, weights, edges) -> tuple[np.ndarray, np.ndarray]:
-    """(sum w, sum w^2) per bin; values outside the edges go to the first / last bin."""
-    v = np.clip(values, edges[0], edges[-1])
-    idx = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, len(edges) - 2)
-    h = np.bincount(idx, weights=weights, minlength=len(edges) - 1)
-    h2 = np.bincount(idx, weights=weights * weights, minlength=len(edges) - 1)
-    return h, h2
 
 
 def chi2_test(a, b, wa=None, wb=None, bins: int = 20, edges=None) -> tuple[float, int, float]:

@@ -23,30 +23,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hsaudit.arrays import finite_array, finite_weights
 from hsaudit.errors import AuditError
+from hsaudit.histograms import weighted_histogram
 from hsaudit.attacks.base import model_probabilities
 from hsaudit.attacks.checks import weighted_cdfs
 from hsaudit.attacks.envelope import Envelope
 
 
 def _np(name, a, ndim=1):
-    if a is None:
-        return None
-    a = np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a, dtype=np.float64)
-    if a.ndim != ndim:
-        raise AuditError(f"{name} must be {ndim}-dimensional, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise AuditError(f"{name} contains NaN or inf")
-    return a
+    return None if a is None else finite_array(a, name, ndim=ndim)
 
 
 def _w(weights, n):
-    w = _np("weights", weights)
-    if w is None:
-        return np.ones(n)
-    if w.shape != (n,):
-        raise AuditError(f"weights have shape {w.shape}, expected ({n},)")
-    return w
+    return finite_weights(weights, n, "weights")
 
 
 def fooling_ratio(p_before, p_after, labels, threshold: float = 0.5, mask=None) -> float:
@@ -155,8 +145,8 @@ def output_shift(p_before, p_after, weights=None, bins: int = 20, weights_after=
         raise AuditError(f"{len(pa)} outputs after and {len(pb)} before: pass weights_after")
     wa = w if weights_after is None else _w(weights_after, len(pa))
     edges = np.linspace(0.0, 1.0, bins + 1)
-    hb = np.histogram(np.clip(pb, 0, 1), edges, weights=w)[0]
-    ha = np.histogram(np.clip(pa, 0, 1), edges, weights=wa)[0]
+    hb = weighted_histogram(pb, w, edges, outside="clip", sums="cumulative")[0]
+    ha = weighted_histogram(pa, wa, edges, outside="clip", sums="cumulative")[0]
     tot = max(abs(w.sum()), 1e-300)
     mean = lambda p, ww: float(np.sum(ww * p) / ww.sum()) if ww.sum() else 0.0  # noqa: E731
     return {

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from hsaudit.errors import AuditError
+from hsaudit.histograms import weighted_histogram
+from hsaudit.jsonio import to_json
 
 
 def _model_device(model) -> torch.device:
@@ -134,14 +136,10 @@ def significance_curve(scores, y, w=None, thresholds=None) -> dict:
 def histogram(values, weights=None, bins=20, range=(0.0, 1.0)) -> dict:
     """Weighted histogram with sum of squared weights: {"edges", "counts", "sumw2"}.
     NaN values are dropped; values on the upper edge go to the last bin."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
-    if len(w) != len(v):
-        raise AuditError(f"histogram values and weights differ in length: {len(v)} vs {len(w)}")
-    ok = np.isfinite(v)
     edges = np.linspace(range[0], range[1], bins + 1) if np.ndim(bins) == 0 else np.asarray(bins, float)
-    counts, _ = np.histogram(v[ok], edges, weights=w[ok])
-    sumw2, _ = np.histogram(v[ok], edges, weights=w[ok] ** 2)
+    # np.histogram's conventions: out-of-range values dropped, running-sum addition
+    counts, sumw2 = weighted_histogram(values, weights, edges, outside="drop", nonfinite="drop", sums="cumulative",
+                                       what="NN-output histogram")
     return {"edges": edges, "counts": counts, "sumw2": sumw2}
 
 
@@ -232,17 +230,4 @@ def evaluate_classifier(
 def jsonable(obj):
     """numpy arrays / scalars inside nested dicts and lists -> JSON-serialisable Python
     (non-finite floats become None)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if np.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
+    return to_json(obj, nonfinite="null")

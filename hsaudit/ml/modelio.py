@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,7 +27,8 @@ import torch
 from torch import nn
 
 from hsaudit.errors import AuditError
-from hsaudit.files import apply_umask, temporary_name
+from hsaudit.files import atomic_directory
+from hsaudit.jsonio import json_default
 from hsaudit.ml.models import MLP, build_model, resolve_spec
 
 WEIGHTS_FILE = "weights.pt"
@@ -47,26 +45,10 @@ def _write_atomically(directory, writer) -> dict:
     """Run ``writer(tmpdir)`` and move what it wrote into ``directory``; nothing is left
     behind (neither in ``directory`` nor the temporary folder) if ``writer`` fails."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=temporary_name(directory.name) + ".", dir=directory.parent))
-    apply_umask(tmp, directory=True)
-    try:
+    # a concurrent run of the same task that created it first: replace file by file
+    with atomic_directory(directory, existing="replace_files") as tmp:
         writer(tmp)
         names = sorted(p.name for p in tmp.iterdir())
-        moved = False
-        if not directory.exists():
-            try:
-                os.replace(tmp, directory)
-                moved = True
-            except OSError:
-                if not directory.is_dir():
-                    raise
-                # a concurrent run of the same task created it first: replace file by file
-        if not moved:
-            for name in names:
-                os.replace(tmp / name, directory / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {name: directory / name for name in names}
 
 
@@ -101,7 +83,7 @@ def save_model(model: MLP, directory, spec: dict, features: list[str] | None = N
         "features": list(features) if features is not None else None,
         "extra": extra or {},
     }
-    text = json.dumps(info, indent=2, sort_keys=True, default=_json_default)
+    text = json.dumps(info, indent=2, sort_keys=True, default=json_default)
 
     def writer(tmp: Path):
         torch.save({k: v.detach().cpu() for k, v in cpu_model.state_dict().items()}, tmp / WEIGHTS_FILE)
@@ -109,14 +91,6 @@ def save_model(model: MLP, directory, spec: dict, features: list[str] | None = N
         (tmp / INFO_FILE).write_text(text)
 
     return _write_atomically(directory, writer)
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -304,7 +278,7 @@ def import_user_model(path, model_features: list[str], available_features, direc
         "features": features,
         "extra": {"source": str(path), **(extra or {})},
     }
-    text = json.dumps(info, indent=2, sort_keys=True, default=_json_default)
+    text = json.dumps(info, indent=2, sort_keys=True, default=json_default)
 
     def writer(tmp: Path):
         model.save(str(tmp / TORCHSCRIPT_FILE))

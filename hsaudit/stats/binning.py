@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from hsaudit.arrays import finite_array, finite_weights
 from hsaudit.errors import AuditError
+from hsaudit.histograms import weighted_histogram
 
 
 def uniform_edges(n_bins: int, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
@@ -27,24 +29,14 @@ def uniform_edges(n_bins: int, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
 
 
 def _check(scores, weights, what: str):
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    w = np.ones_like(s) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
-    if s.shape != w.shape:
-        raise AuditError(f"{what}: {len(s)} scores but {len(w)} weights")
-    if not (np.isfinite(s).all() and np.isfinite(w).all()):
-        raise AuditError(f"{what}: NaN or inf in scores or weights")
-    return s, w
+    s = finite_array(scores, f"{what} scores").ravel()
+    return s, finite_weights(None if weights is None else np.ravel(weights), len(s), f"{what} weights")
 
 
 def histogram(scores, weights, edges) -> tuple[np.ndarray, np.ndarray]:
-    """(sum of weights, sum of squared weights) per bin; out-of-range scores are clipped."""
-    edges = np.asarray(edges, dtype=np.float64)
-    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
-        raise AuditError("bin edges must be at least two strictly increasing values")
-    s, w = _check(scores, weights, "histogram")
-    idx = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, len(edges) - 2)
-    nb = len(edges) - 1
-    return np.bincount(idx, w, nb), np.bincount(idx, w * w, nb)
+    """(sum of weights, sum of squared weights) per bin; out-of-range scores are clipped,
+    NaN or inf raise (:func:`hsaudit.histograms.weighted_histogram`)."""
+    return weighted_histogram(scores, weights, edges, outside="clip", nonfinite="raise", what="histogram")
 
 
 def optimised_edges(signal_scores, signal_weights, bkg_scores, bkg_weights, *, n_bins_target: int = 20,

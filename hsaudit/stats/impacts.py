@@ -42,9 +42,9 @@ import numpy as np
 from scipy import stats
 
 from hsaudit.errors import AuditError
+from hsaudit.hashing import splitmix64
 
 DEFAULT_REPLICAS = 50
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @dataclass
@@ -61,14 +61,6 @@ class AttackedEvents:
 
 
 # ---------------------------------------------------------------- bootstrap multipliers
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _M64
-        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _M64
-        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _M64
-        return z ^ (z >> np.uint64(31))
-
-
 def event_keys(sample) -> np.ndarray:
     """One uint64 per event from (dataset, run, luminosityBlock, event) (or from a plain
     integer event id): the same event has the same key in any subset or order."""
@@ -77,10 +69,10 @@ def event_keys(sample) -> np.ndarray:
         parts = [ids[n] for n in ids.dtype.names]
     else:
         parts = [np.asarray(ids)]
-    key = _splitmix64(np.asarray(sample.dataset).astype(np.uint64))
+    key = splitmix64(np.asarray(sample.dataset).astype(np.uint64))
     with np.errstate(over="ignore"):
         for p in parts:
-            key = _splitmix64(key ^ np.asarray(p).astype(np.int64).astype(np.uint64))
+            key = splitmix64(key ^ np.asarray(p).astype(np.int64).astype(np.uint64))
     return key
 
 
@@ -89,9 +81,9 @@ _POISSON1_CDF = stats.poisson.cdf(np.arange(40), 1.0)
 
 def poisson_multipliers(keys: np.ndarray, seed: int, replica: int) -> np.ndarray:
     """b_i ~ Poisson(1) per event key, for bootstrap replica ``replica`` of ``seed``."""
-    base = _splitmix64(_splitmix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    base = splitmix64(splitmix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
                        ^ np.uint64(int(replica) & 0xFFFFFFFFFFFFFFFF))
-    h = _splitmix64(np.asarray(keys, dtype=np.uint64) ^ base)
+    h = splitmix64(np.asarray(keys, dtype=np.uint64) ^ base)
     u = (h >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
     return np.searchsorted(_POISSON1_CDF, u, side="right").astype(np.float64)
 

@@ -12,9 +12,7 @@ import errno
 import hashlib
 import json
 import os
-import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 import law
@@ -22,7 +20,9 @@ import luigi
 
 from hsaudit.config import CONFIG_DIR, AnalysisConfig, load_config, resolve_config_path
 from hsaudit.errors import AuditError
-from hsaudit.files import apply_umask, move_directory_into_place, remove_stale_temporaries, temporary_name
+from hsaudit import files
+from hsaudit.files import remove_stale_temporaries, temporary_name
+from hsaudit.jsonio import json_default
 from hsaudit.tasks.remote import BatchWorkflow
 
 _CONFIG_CACHE: dict[tuple[str, float], AnalysisConfig] = {}
@@ -97,22 +97,11 @@ def atomic_path(target: law.LocalFileTarget, suffix: str = ""):
     final = Path(target.path)
     _make_parent(final)
     remove_stale_temporaries(final.parent)
-    # unique per call: two threads of one process writing the same output must not share it
-    tmp = final.with_name(f"{temporary_name(final.name)}.{uuid.uuid4().hex[:8]}{suffix}")
     try:
-        yield str(tmp)
-        if tmp.is_dir():
-            move_directory_into_place(tmp, final)
-        else:
-            os.replace(tmp, final)
+        with files.atomic_path(final, suffix) as tmp:
+            yield str(tmp)
     except OSError as err:
         raise AuditError(f"cannot write output {final}: {_os_reason(err)}; check DATA_PATH={data_path()}") from None
-    finally:
-        if tmp.exists():
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink()
 
 
 def _make_parent(final: Path) -> None:
@@ -132,33 +121,16 @@ def atomic_directory(target):
     final = Path(getattr(target, "path", target))
     _make_parent(final)
     remove_stale_temporaries(final.parent)
-    tmp = final.with_name(f"{temporary_name(final.name)}.{uuid.uuid4().hex[:8]}")
     try:
-        tmp.mkdir()
-        apply_umask(tmp, directory=True)
-        yield tmp
-        move_directory_into_place(tmp, final)
+        with files.atomic_directory(final, existing="keep") as tmp:
+            yield tmp
     except OSError as err:
         raise AuditError(f"cannot write output {final}: {_os_reason(err)}; check DATA_PATH={data_path()}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json_atomic(target: law.LocalFileTarget, payload) -> None:
     with atomic_path(target) as tmp:
-        Path(tmp).write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default))
-
-
-def _json_default(obj):
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
+        Path(tmp).write_text(json.dumps(payload, indent=2, sort_keys=True, default=json_default))
 
 
 class AuditTask(law.Task):

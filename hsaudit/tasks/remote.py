@@ -37,6 +37,7 @@ from law.job.base import JobInputFile
 from law.parameter import NO_FLOAT, NO_STR
 
 from hsaudit.errors import AuditError
+from hsaudit.files import atomic_path
 
 law.contrib.load("htcondor", "slurm")
 
@@ -187,11 +188,9 @@ def make_repo_bundle(target_dir, base: Path = REPO) -> str:
     target_dir = Path(target_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
     final = target_dir / "audit_repo.tar.gz"
-    tmp = target_dir / f".tmp-{os.getpid()}-audit_repo.tar.gz"
-    with tarfile.open(tmp, "w:gz") as tar:
+    with atomic_path(final) as tmp, tarfile.open(tmp, "w:gz") as tar:
         for f in files:
             tar.add(base / f, arcname=f, recursive=False)
-    os.replace(tmp, final)
     return str(final)
 
 
