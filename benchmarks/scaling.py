@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
+WARMUP_EVENTS = 10_000
 STAGES = ("generate", "select", "merge", "train", "evaluate", "likelihood", "calibrate", "attack",
           "validate", "random_control", "seed_spread", "impacts", "toys", "report")
 
@@ -659,7 +660,20 @@ def result_line(summary: dict) -> str:
     return (f"largest_exponent={summary['largest_exponent']:.3f} dominant_stage={d['10x_demo']} "
             f"largest_exponent_stage={summary['largest_exponent_stage']} dominant_stage_100x={d['100x_demo']} "
             f"dominant_share_10x={summary['dominant_share']['10x_demo']:.2f} "
+            f"dominant_stage_10x_affine={summary['dominant_stage_affine']['10x_demo']} "
             f"largest_memory_exponent={summary['largest_memory_exponent']:.3f} failed_stages={failed}")
+
+
+def code_version() -> str:
+    """The commit the benchmark ran on (and whether the checkout had changes)."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+local changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("SCALING_CODE_VERSION", "unknown")
 
 
 def machine() -> dict:
@@ -683,6 +697,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cost", choices=("cpu_s", "wall_s"), default="cpu_s",
                         help="what the exponents and the extrapolation use: the stage's CPU time (default; "
                              "one thread, so other work on the machine does not inflate it) or its wall time")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help=f"skip the unrecorded first pass at {WARMUP_EVENTS} events")
     parser.add_argument("--spawn", action="store_true", help="a fresh interpreter per stage instead of a fork")
     parser.add_argument("--tag", default=None, help="result file tag (default cpu<cores>[_quick])")
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
@@ -711,18 +727,24 @@ def main(argv=None) -> int:
     settings = None
     t_start = time.perf_counter()
     top = Path(tempfile.mkdtemp(prefix="hsaudit_scaling_"))
-    for factor in factors:
-        cfg_raw = scaled_config(raw, int(round(base * factor)), overrides)
-        settings = settings or settings_description(cfg_raw)
+    # a first pass at a small size, not recorded: the first run of a stage pays one-off costs
+    # (files entering the page cache, compiled-code caches being written) that would
+    # inflate the smallest size and bias every exponent low
+    runs = ([("warm-up", WARMUP_EVENTS)] if args.warmup else []) + [("measured", int(round(base * f))) for f in factors]
+    for kind, n_wanted in runs:
+        cfg_raw = scaled_config(raw, n_wanted, overrides)
         n = generated_events(cfg_raw)
-        work = top / f"n{n}"
+        work = top / f"{kind}_n{n}"
         work.mkdir()
         (work / "config.yaml").write_text(yaml.safe_dump(cfg_raw, sort_keys=False))
-        sizes.append(n)
-        print(f"[scaling] {n} generated events", flush=True)
+        print(f"[scaling] {n} generated events ({kind})", flush=True)
+        if kind == "measured":
+            settings = settings or settings_description(cfg_raw)
+            sizes.append(n)
         for stage in STAGES:
             m = run_stage(stage, work, spawn=args.spawn)
-            timings[stage].append(m)
+            if kind == "measured":
+                timings[stage].append(m)
             if "error" in m:
                 # recorded and left out of the fits: the other stages are still measured
                 print(f"  {stage:15s} FAILED: {m['error']}\n{m.get('traceback', '')}", flush=True)
@@ -747,7 +769,8 @@ def main(argv=None) -> int:
         "benchmark": "scaling", "mode": "quick" if args.quick else "full", "machine": machine(),
         "base_config": Path(args.config).name, "settings": settings, "overrides": overrides,
         "demo_events": demo_events, "generated_events": sizes, "stages": list(STAGES),
-        "execution": "spawn" if args.spawn else "fork",
+        "execution": "spawn" if args.spawn else "fork", "warmup_events": WARMUP_EVENTS if args.warmup else 0,
+        "code": code_version(), "threads_per_stage": THREADS,
         "measurements": timings, **summary, "total_s": time.perf_counter() - t_start,
     }
     out = ROOT / "benchmarks" / "results" / f"scaling_{tag}.json"
