@@ -83,9 +83,9 @@ def attack_rows(sample: EventSample, cfg: AnalysisConfig, systematic: str) -> np
 def fitting_half(keys: np.ndarray) -> np.ndarray:
     """(N,) bool: the half of the events a universal attack is fitted on, from a hash of each
     event's key (the same event is always in the same half, whatever else is attacked)."""
-    from hsaudit.attacks.base import _mix
+    from hsaudit.hashing import splitmix64
 
-    return (_mix(np.asarray(keys, dtype=np.uint64)) >> np.uint64(17)) & np.uint64(1) == np.uint64(0)
+    return (splitmix64(np.asarray(keys, dtype=np.uint64)) >> np.uint64(17)) & np.uint64(1) == np.uint64(0)
 
 
 def region_arrays(regions: dict) -> dict:
