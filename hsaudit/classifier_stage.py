@@ -17,25 +17,18 @@ from hsaudit.tables import NOMINAL
 
 
 def training_settings(cfg: AnalysisConfig, model_name: str) -> TrainingSettings:
-    """Config sections ``training`` (shared) and ``models.<name>`` (architecture, penalty)."""
-    if model_name not in cfg.models:
-        raise AuditError(f"unknown model '{model_name}' (configured: {list(cfg.models)})")
-    spec = cfg.models[model_name]
-    tr = dict(cfg.training)
-    split = tr.pop("split", None)
-    settings = {
-        "architecture": spec.get("architecture", "mlp"),
-        "hidden_layers": spec.get("hidden"),
-        "lambdas": dict(spec.get("penalty") or {}),
-        "n_bins": tr.pop("penalty_bins", 20),
-    }
-    if split:
-        settings["split_fractions"] = (split.get("train", 0.6), split.get("validation", 0.2),
-                                       split.get("test", 0.2))
+    """Config sections ``training`` (shared) and ``models.<name>`` (architecture, penalty),
+    typed by the schema (hsaudit.config_schema), which holds their defaults."""
+    model = cfg.model_settings(model_name)
+    tr = cfg.section("training")
+    settings = tr.model_dump(exclude={"penalty_bins", "split"})
+    settings.update(
+        architecture=model.architecture, hidden_layers=model.hidden, lambdas=dict(model.penalty or {}),
+        n_bins=tr.penalty_bins, split_fractions=(tr.split.train, tr.split.validation, tr.split.test),
+    )
     for key in ("activation", "dropout"):
-        if key in spec:
-            settings[key] = spec[key]
-    settings.update(tr)
+        if getattr(model, key) is not None:
+            settings[key] = getattr(model, key)
     return TrainingSettings.from_dict(settings)
 
 

@@ -36,18 +36,11 @@ from hsaudit.errors import AuditError
 # values outside the edges count in the first / last bin (outside='clip', the default)
 from hsaudit.histograms import weighted_histogram
 
-DEFAULT_THRESHOLDS = {
-    "ks_max": 0.04,
-    "chi2_pvalue_min": 0.05,
-    "jsd_max": 0.06,
-    "correlation_rel_max": 0.006,
-    "nn_output_chi2_pvalue_min": 0.05,
-    "nn_output_ks_max": 0.02,
-    "band_tolerance_sigma": 1.0,
-    "band_max_outside_fraction": 0.0,
-    "bins": 20,
-    "jsd_bins": 100,
-}
+from hsaudit.config_schema import threshold_defaults
+
+# the papers' thresholds and binnings with their defaults (keys of the config's ``checks``
+# section; hsaudit.config_schema.ChecksSection documents them)
+DEFAULT_THRESHOLDS = threshold_defaults()
 
 FEATURE_CHECKS = ("ks", "chi2", "jsd")
 ALL_CHECKS = ("ks", "chi2", "jsd", "correlation", "nn_output_chi2", "nn_output_ks", "band")

@@ -66,13 +66,12 @@ import math
 import numpy as np
 import torch
 
-from hsaudit.errors import AuditError
-from hsaudit.attacks.base import Attack, AttackContext, check_bool, check_float, check_int, model_logits
+from hsaudit.attacks.base import Attack, AttackContext, model_logits
 
 _LN2 = math.log(2.0)
 _CHUNK = 65536
-MODES = ("global", "published")
-CHOICES = ("cheapest", "largest")
+MODES = ("global", "published")  # the schema's constraint_mode values
+CHOICES = ("cheapest", "largest")  # the schema's choose values
 
 
 def _jsd_terms(h: np.ndarray, q: np.ndarray, total: float) -> np.ndarray:
@@ -128,48 +127,7 @@ class _State:
 class CONSERVAttack(Attack):
     name = "conservattack"
     per_event = False
-    defaults = {
-        "iterations": 10,
-        "bins": 100,
-        "min_change": 0.003,
-        "step": 0.01,
-        "max_step": 3.0,
-        "n_steps": 24,
-        "alpha": 1.0,
-        "beta": 1.0,
-        "jsd_cap": 0.005,
-        "corr_cap": 0.005,
-        "constraint_mode": "global",
-        "jsd_max": 0.06,
-        "corr_rel_max": 0.006,
-        "jsd_total_cap": 0.005,
-        "choose": "cheapest",
-        "sub_bins": 1,
-        "block_size": 128,
-        "retry": True,
-        "max_rounds": 1000000,
-        "block_rounds": 0,
-    }
-
-    def validate(self, s):
-        s["iterations"] = check_int("iterations", s["iterations"], 0)
-        s["bins"] = check_int("bins", s["bins"], 2)
-        s["n_steps"] = check_int("n_steps", s["n_steps"], 0)
-        s["max_rounds"] = check_int("max_rounds", s["max_rounds"], 1)
-        s["block_rounds"] = check_int("block_rounds", s["block_rounds"], 0)
-        s["sub_bins"] = check_int("sub_bins", s["sub_bins"], 1)
-        s["block_size"] = check_int("block_size", s["block_size"], 1)
-        s["retry"] = check_bool("retry", s["retry"])
-        for k in ("min_change", "step", "max_step", "alpha", "beta", "jsd_cap", "corr_cap", "jsd_max", "corr_rel_max",
-                  "jsd_total_cap"):
-            s[k] = check_float(k, s[k], 0.0)
-        if s["max_step"] < s["step"]:
-            raise AuditError(f"attack setting 'max_step' ({s['max_step']}) must be >= 'step' ({s['step']})")
-        if s["choose"] not in CHOICES:
-            raise AuditError(f"attack setting 'choose' must be one of {list(CHOICES)}, got {s['choose']!r}")
-        if s["constraint_mode"] not in MODES:
-            raise AuditError(f"attack setting 'constraint_mode' must be one of {list(MODES)}, got {s['constraint_mode']!r}")
-        return s
+    # settings, defaults and ranges: hsaudit.config_schema.CONSERVAttackSettings
 
     def is_trivial(self, s):
         return s["iterations"] == 0 or (s["min_change"] == 0 and (s["step"] == 0 or s["n_steps"] == 0))

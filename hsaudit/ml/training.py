@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hsaudit.config_schema import ModelSettings, TrainingSection
 from hsaudit.errors import AuditError
 from hsaudit.hashing import splitmix64
 from hsaudit.ml.models import MLP, build_model, resolve_spec, standardisation_from_data
@@ -43,6 +44,8 @@ from hsaudit.ml.penalty import DEFAULT_EPS_REL, relative_deviation, soft_histogr
 TRAIN, VALIDATION, TEST = 0, 1, 2
 VARIATION_KEYS = ("up", "down", "w_up", "w_down")
 PENALTY_CLASSES = {"background": (0,), "signal": (1,), "all": (0, 1)}
+# the defaults of the configuration's ``training`` section (hsaudit.config_schema owns them)
+_DEFAULT = {k: f.get_default(call_default_factory=True) for k, f in TrainingSection.model_fields.items()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -52,31 +55,31 @@ PENALTY_CLASSES = {"background": (0,), "signal": (1,), "all": (0, 1)}
 class TrainingSettings:
     """Everything that defines one trained model. Build from a plain dict with ``from_dict``."""
 
-    architecture: str = "mlp"
+    architecture: str = ModelSettings.model_fields["architecture"].default
     hidden_layers: list[int] | None = None  # None: the architecture's default
     activation: str | None = None  # None: the architecture's default
     dropout: float = 0.0
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 1000
-    max_epochs: int = 200
-    patience: int = 5
-    min_delta: float = 0.0
-    seed: int = 0
+    learning_rate: float = _DEFAULT["learning_rate"]
+    weight_decay: float = _DEFAULT["weight_decay"]
+    batch_size: int = _DEFAULT["batch_size"]
+    max_epochs: int = _DEFAULT["max_epochs"]
+    patience: int = _DEFAULT["patience"]
+    min_delta: float = _DEFAULT["min_delta"]
+    seed: int = _DEFAULT["seed"]
     lambdas: dict[str, float] = field(default_factory=dict)  # systematic -> lambda_s
-    n_bins: int = 10
+    n_bins: int = _DEFAULT["penalty_bins"]  # bins of the penalty histograms
     # Ramp the lambdas linearly from 0 (epoch 1) to their full value (epoch warmup + 1);
     # early stopping only starts once the penalty is at full strength.
     # Default 3: started at full strength from a random init, lambda = 20 sometimes drives
     # the toy of Wunsch et al. into a saturated, useless network (AUC 0.50 for one of
     # three seeds); a short ramp first lets the classifier form.
-    penalty_warmup_epochs: int = 3
-    penalty_on: str = "background"  # whose events enter the penalty histograms
-    class_balance: bool = True
-    device: str = "auto"
-    split_fractions: tuple[float, ...] = (0.6, 0.2, 0.2)  # train, validation, test
-    split_salt: str = "audit-split"
-    progress: bool = True
+    penalty_warmup_epochs: int = _DEFAULT["penalty_warmup_epochs"]
+    penalty_on: str = _DEFAULT["penalty_on"]  # whose events enter the penalty histograms
+    class_balance: bool = _DEFAULT["class_balance"]
+    device: str = _DEFAULT["device"]
+    split_fractions: tuple[float, ...] = tuple(_DEFAULT["split"].model_dump().values())  # train, validation, test
+    split_salt: str = _DEFAULT["split_salt"]
+    progress: bool = _DEFAULT["progress"]
 
     # spellings used in the analysis configuration files
     ALIASES = {
