@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hsaudit import fourvectors as fv
 from hsaudit.errors import AuditError
 from hsaudit.files import atomic_path
 
@@ -117,37 +118,36 @@ _MUFLAV_PROMPT, _MUFLAV_TAU, _MUFLAV_B = 1, 15, 5
 
 
 # --------------------------------------------------------------------------------------
-# four-vectors: arrays of shape (n, 4) holding (E, px, py, pz)
+# four-vectors: arrays of shape (n, 4) holding (E, px, py, pz), computed by hsaudit.fourvectors
 # --------------------------------------------------------------------------------------
 
 
-def _p4(pt, eta, phi, m):
-    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-    e = np.sqrt(px * px + py * py + pz * pz + m * m)
+def _stack(px, py, pz, e):
     return np.stack([e, px, py, pz], axis=-1)
 
 
+def _p4(pt, eta, phi, m):
+    return _stack(*fv.from_pt_eta_phi_m(pt, eta, phi, m))
+
+
 def _p4_from_mt_y(m, px, py, y):
-    mt = np.sqrt(m * m + px * px + py * py)
-    return np.stack([mt * np.cosh(y), px, py, mt * np.sinh(y)], axis=-1)
+    return _stack(*fv.from_mt_rapidity(m, px, py, y))
 
 
 def _pt(p):
-    return np.hypot(p[..., 1], p[..., 2])
+    return fv.pt(p[..., 1], p[..., 2])
 
 
 def _eta(p):
-    pt = np.maximum(_pt(p), 1e-9)
-    return np.arcsinh(p[..., 3] / pt)
+    return fv.eta(p[..., 1], p[..., 2], p[..., 3])
 
 
 def _phi(p):
-    return np.arctan2(p[..., 2], p[..., 1])
+    return fv.phi(p[..., 1], p[..., 2])
 
 
 def _mass(p):
-    m2 = p[..., 0] ** 2 - p[..., 1] ** 2 - p[..., 2] ** 2 - p[..., 3] ** 2
-    return np.sqrt(np.maximum(m2, 0.0))
+    return fv.mass(p[..., 1], p[..., 2], p[..., 3], p[..., 0])
 
 
 def _boost(p_rest, parent):
@@ -588,7 +588,7 @@ class _Block:
         # unclustered energy and pileup: Gaussian resolution per component
         sigma = np.sqrt(6.0**2 + (0.35 * self.n_pu) ** 2)
         self.met += sigma[:, None] * rng.standard_normal((n, 2))
-        return np.hypot(self.met[:, 0], self.met[:, 1]), np.arctan2(self.met[:, 1], self.met[:, 0])
+        return fv.pt(self.met[:, 0], self.met[:, 1]), fv.phi(self.met[:, 0], self.met[:, 1])
 
 
 # --------------------------------------------------------------------------------------

@@ -52,8 +52,9 @@ from typing import Callable
 
 import numpy as np
 
+from hsaudit import fourvectors as fv
 from hsaudit.errors import AuditError
-from hsaudit.selection.objects import delta_phi
+from hsaudit.fourvectors import delta_phi
 
 D_ZETA_VIS_COEFFICIENT = 0.85
 COLLINEAR_MIN_SIN_DPHI = 1e-3
@@ -96,15 +97,15 @@ class PairKinematics:
 
     @cached_property
     def vis_p4(self):
-        return tuple(a + b for a, b in zip(self.mu_p4, self.tau_p4))
+        return fv.add(self.mu_p4, self.tau_p4)
 
     @cached_property
     def met_pt(self):
-        return np.hypot(self.met_px, self.met_py)
+        return fv.pt(self.met_px, self.met_py)
 
     @cached_property
     def met_phi(self):
-        return np.arctan2(self.met_py, self.met_px)
+        return fv.phi(self.met_px, self.met_py)
 
     @cached_property
     def m_vis(self):
@@ -136,20 +137,15 @@ class PairKinematics:
 
 
 def _p4(pt, eta, phi, mass):
-    px = pt * np.cos(phi)
-    py = pt * np.sin(phi)
-    pz = pt * np.sinh(eta)
-    e = np.sqrt(px * px + py * py + pz * pz + mass * mass)
-    return px, py, pz, e
+    return fv.from_pt_eta_phi_m(pt, eta, phi, mass)
 
 
 def _mass(p4):
-    px, py, pz, e = p4
-    return np.sqrt(np.maximum(e * e - px * px - py * py - pz * pz, 0.0))
+    return fv.mass(*p4)
 
 
 def _mt(pt, phi, k: PairKinematics):
-    return np.sqrt(np.maximum(2.0 * pt * k.met_pt * (1.0 - np.cos(delta_phi(phi, k.met_phi))), 0.0))
+    return fv.transverse_mass(pt, phi, k.met_pt, k.met_phi)
 
 
 def _m_col(k: PairKinematics):
@@ -179,7 +175,7 @@ def _zero_if_nan(x):
 def _m_jj(k: PairKinematics):
     j1 = _p4(k.jet1_pt, k.jet1_eta, k.jet1_phi, k.jet1_mass)
     j2 = _p4(k.jet2_pt, k.jet2_eta, k.jet2_phi, k.jet2_mass)
-    return _zero_if_nan(_mass(tuple(a + b for a, b in zip(j1, j2))))
+    return _zero_if_nan(_mass(fv.add(j1, j2)))
 
 
 # what a feature reads -> the objects whose shifts can change it (the pair itself depends on the
@@ -217,14 +213,14 @@ _REGISTRY = [
     Feature("mt_mu", "momentum", lambda k: _mt(k.mu_pt, k.mu_phi, k), "transverse mass (mu, MET)", reads="met"),
     Feature("mt_tau", "momentum", lambda k: _mt(k.tau_pt, k.tau_phi, k), "transverse mass (tau, MET)", reads="met"),
     Feature("m_vis", "momentum", lambda k: k.m_vis, "visible di-tau mass"),
-    Feature("pt_vis", "momentum", lambda k: np.hypot(k.vis_p4[0], k.vis_p4[1]), "visible di-tau pt"),
+    Feature("pt_vis", "momentum", lambda k: fv.pt(k.vis_p4[0], k.vis_p4[1]), "visible di-tau pt"),
     Feature(
         "pt_tt", "momentum",
-        lambda k: np.hypot(k.vis_p4[0] + k.met_px, k.vis_p4[1] + k.met_py), "pt of mu + tau + MET", reads="met",
+        lambda k: fv.pt(k.vis_p4[0] + k.met_px, k.vis_p4[1] + k.met_py), "pt of mu + tau + MET", reads="met",
     ),
     Feature(
         "delta_r", "angle",
-        lambda k: np.hypot(k.mu_eta - k.tau_eta, delta_phi(k.mu_phi, k.tau_phi)), "Delta R(mu, tau)",
+        lambda k: fv.delta_r(k.mu_eta, k.mu_phi, k.tau_eta, k.tau_phi), "Delta R(mu, tau)",
     ),
     Feature("delta_phi", "angle", lambda k: np.abs(delta_phi(k.mu_phi, k.tau_phi)), "|Delta phi(mu, tau)|"),
     Feature("m_col", "momentum", _m_col, "collinear-approximation di-tau mass (fallback m_vis)", reads="met"),

@@ -48,6 +48,7 @@ import awkward as ak
 import numpy as np
 
 from hsaudit.errors import AuditError
+from hsaudit.fourvectors import delta_phi, delta_r  # noqa: F401  (the selection's angular distances)
 
 # branches read per collection (NanoAOD name = <collection>_<field>)
 MUON_FIELDS = ("pt", "eta", "phi", "mass", "charge", "pfRelIso04_all", "tightId")
@@ -471,15 +472,6 @@ def nth_per_event(coll: Collection, mask: np.ndarray, n_events: int, n: int) -> 
     pick = rank == n
     out[ev[pick]] = idx[pick]
     return out
-
-
-def delta_phi(phi1, phi2):
-    """phi1 - phi2 wrapped into [-pi, pi)."""
-    return (np.asarray(phi1) - np.asarray(phi2) + np.pi) % (2 * np.pi) - np.pi
-
-
-def delta_r(eta1, phi1, eta2, phi2):
-    return np.hypot(np.asarray(eta1) - np.asarray(eta2), delta_phi(phi1, phi2))
 
 
 def leading_pair(
