@@ -1,4 +1,5 @@
-"""Toy-fit throughput: the batched engine vs pyhf's per-toy loop vs iminuit, same toys.
+"""Toy-fit throughput: the batched engine vs pyhf's per-toy loop vs iminuit, same toys; and
+the PseudoExperiments stage vs its bare engine.
 
 Model (the issue's 20-bin benchmark): one signal sample with the normfactor mu, one
 background with a normsys, a histosys and staterror: 23 parameters. Toys are Poisson
@@ -6,14 +7,26 @@ main data plus fluctuated auxiliary data from the nominal model.
 
 * engine: ``hsaudit.stats.fit_toys`` on all toys at once (mu_hat, sigma_mu from the
   Hessian, convergence flags), torch float64, CUDA when present.
-* pyhf: ``pyhf.infer.mle.fit`` per toy, numpy backend, scipy optimiser (SLSQP), default
-  settings (what users run; no uncertainties).
-* iminuit: MIGRAD + HESSE per toy on a hand-written numpy NLL of the same model.
+* pyhf, speed: ``pyhf.infer.mle.fit`` per toy, numpy backend, scipy optimiser (SLSQP),
+  default settings (what users run; no uncertainties): ``speedup_vs_pyhf``.
+* pyhf, accuracy: the same fits with pyhf's pytorch backend (exact autodiff gradients,
+  float64) and SLSQP at ``tol=1e-12``. pyhf's default stopping rule (SLSQP's ftol 1e-6 on
+  the NLL, numerical gradients) leaves mu_hat ~1e-4 from its own minimum; at this tolerance
+  pyhf started from a displaced point agrees with itself to ``pyhf_self_diff`` (< 1e-6),
+  and ``max_abs_mu_diff`` (engine vs this pyhf) measures the engine.
+* iminuit: MIGRAD + HESSE per toy on a hand-written numpy NLL of the same model (iminuit's
+  default EDM goal, so ``max_abs_mu_diff_iminuit`` is iminuit's stopping rule).
+* stage: what the PseudoExperiments task's run() does (hsaudit.fit_stage.
+  pseudo_experiment_stage: load the likelihood file, build the model, draw and fit every
+  scenario's toys, write one result file per scenario), timed from start to end, against
+  the bare engine fitting the same toys in one call: ``stage_efficiency`` = stage fits/s /
+  engine fits/s. Scenarios: nominal (with its mu = 0 fits for q0) plus shifted truths, as
+  many as the ci (quick) or demo (full) audit has; ``--likelihood`` takes a real
+  likelihood.json (its standard scenarios) instead.
 
 Every library runs single-threaded (OMP/BLAS threads = 1, set before the imports): their
 per-toy work is tiny and multi-threading only slows it down on a shared machine.
-pyhf and iminuit are timed on a subset of the toys; mu_hat is compared on that subset
-(``max_abs_mu_diff``: engine vs pyhf). Results: benchmarks/results/fits_<tag>.json.
+pyhf and iminuit are timed on a subset of the toys. Results: benchmarks/results/fits_<tag>.json.
 
     python benchmarks/fits.py --quick     # ~1 minute
     python benchmarks/fits.py             # more toys
@@ -107,18 +120,84 @@ def machine() -> dict:
             "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
+def stage_likelihood(model, n_scenarios: int) -> dict:
+    """A likelihood file's content for the benchmark model: nominal truth plus shifted truths
+    (background tilted by a few per cent), as the audit's scenarios are."""
+    nominal = model.expected_main()
+    x = np.linspace(-1.0, 1.0, model.n_bins)
+    truths = {"nominal": model.channel_data(nominal)}
+    for k in range(1, n_scenarios):
+        tilt = 0.04 * np.sin(1.3 * k) * x + 0.01 * np.cos(0.7 * k)
+        truths[f"shift{k}"] = model.channel_data(nominal * (1.0 + tilt))
+    return {"spec": model.spec, "mu_true": 1.0,
+            "truths": {s: {ch: v.tolist() for ch, v in t.items()} for s, t in truths.items()}}
+
+
+def measure_stage(likelihood_path: Path, n_toys: int, seed: int, workdir: Path) -> dict:
+    """The PseudoExperiments stage of one model vs the bare engine on the same toys."""
+    from hsaudit.fit_stage import pseudo_experiment_stage
+
+    lk = json.loads(likelihood_path.read_text())
+    scenarios = list(lk["truths"])
+    outputs = {s: workdir / f"{s}.npz" for s in scenarios}
+    t0 = time.perf_counter()
+    done = pseudo_experiment_stage(likelihood_path, outputs, n_toys=n_toys, first_toy=0, seed=seed,
+                                   max_iterations=500)
+    t_stage = time.perf_counter() - t0
+    # the bare engine: the same toys (drawn outside the clock), fitted in one call, plus the
+    # nominal scenario's mu = 0 fits as the stage does them
+    model = Model(lk["spec"])
+    toys = [generate_toys(model, model.concat_channels(lk["truths"][s]), n_toys, seed) for s in scenarios]
+    main = np.concatenate([t[0] for t in toys])
+    aux = np.concatenate([t[1] for t in toys])
+    fit_toys(model, main[:50], aux[:50], max_iter=500)  # warm-up
+    t0 = time.perf_counter()
+    res = fit_toys(model, main, aux, max_iter=500)
+    fit_toys(model, toys[0][0], toys[0][1], fixed={model.poi: 0.0}, max_iter=500)
+    t_engine = time.perf_counter() - t0
+    from hsaudit.stats import ToyResult
+
+    same = all(np.array_equal(ToyResult.load(outputs[s]).mu_hat, res.mu_hat[k * n_toys:(k + 1) * n_toys])
+               for k, s in enumerate(scenarios))
+    fits = done["fits"]
+    return {"scenarios": len(scenarios), "toys_per_scenario": n_toys, "fits": fits,
+            "stage_seconds": t_stage, "stage_fits_per_s": fits / t_stage,
+            "engine_seconds": t_engine, "engine_fits_per_s": fits / t_engine,
+            "stage_efficiency": t_engine / t_stage, "stage_equals_engine": bool(same),
+            "median_iterations": float(np.median(res.n_iter)), "mean_iterations": float(res.n_iter.mean()),
+            "model": f"{model.n_bins} bins, {model.n_pars} parameters"}
+
+
+def pyhf_fits(pyhf, model, main, aux, *, tolerance=None, init=None) -> np.ndarray:
+    """mu_hat per toy from pyhf.infer.mle.fit with the current backend."""
+    pm = pyhf.Workspace(model.to_pyhf_workspace()).model()
+    kwargs = {} if init is None else {"init_pars": init(pm)}
+    if tolerance is not None:
+        kwargs["tolerance"] = tolerance
+    return np.array([float(pyhf.infer.mle.fit(pyhf_data(model, pm, main[i], aux[i]), pm, **kwargs)[pm.config.poi_index])
+                     for i in range(len(main))])
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     ap.add_argument("--toys", type=int, default=None, help="toys for the engine")
-    ap.add_argument("--pyhf-toys", type=int, default=None, help="toys timed with pyhf")
+    ap.add_argument("--pyhf-toys", type=int, default=None, help="toys timed with pyhf (default settings)")
+    ap.add_argument("--pyhf-tight-toys", type=int, default=None, help="toys compared with pyhf at tight tolerance")
     ap.add_argument("--iminuit-toys", type=int, default=None, help="toys timed with iminuit")
+    ap.add_argument("--scenarios", type=int, default=None, help="scenarios of the stage measurement")
+    ap.add_argument("--stage-toys", type=int, default=None, help="toys per scenario of the stage measurement")
+    ap.add_argument("--likelihood", default=None, help="a likelihood.json (BuildLikelihood output) for the stage")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/fits_<tag>.json)")
     args = ap.parse_args(argv)
     n_engine = args.toys or (5000 if args.quick else 50000)
-    n_pyhf = args.pyhf_toys or (20 if args.quick else 200)
-    n_minuit = args.iminuit_toys or (100 if args.quick else 1000)
+    n_pyhf = args.pyhf_toys or (10 if args.quick else 200)
+    n_tight = args.pyhf_tight_toys or (6 if args.quick else 50)
+    n_minuit = args.iminuit_toys or (50 if args.quick else 1000)
+    # the ci audit (quick) and the demo audit (full): scenarios x toys per model
+    n_scen = args.scenarios or (23 if args.quick else 90)
+    n_stage_toys = args.stage_toys or (200 if args.quick else 1000)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
 
@@ -135,16 +214,32 @@ def main(argv=None) -> dict:
     t_engine = time.perf_counter() - t0
     rate_engine = n_engine / t_engine
 
+    # pyhf as users run it: speed (and its default stopping rule's distance from the minimum)
     pyhf.set_backend("numpy", "scipy")
-    pm = pyhf.Workspace(model.to_pyhf_workspace()).model()
     n_pyhf = min(n_pyhf, n_engine)
-    mu_pyhf = np.empty(n_pyhf)
     t0 = time.perf_counter()
-    for i in range(n_pyhf):
-        mu_pyhf[i] = pyhf.infer.mle.fit(pyhf_data(model, pm, main_data[i], aux[i]), pm)[pm.config.poi_index]
+    mu_pyhf = pyhf_fits(pyhf, model, main_data[:n_pyhf], aux[:n_pyhf])
     t_pyhf = time.perf_counter() - t0
     rate_pyhf = n_pyhf / t_pyhf
-    mu_diff = float(np.max(np.abs(mu_pyhf - res.mu_hat[:n_pyhf])))
+    mu_diff_default = float(np.max(np.abs(mu_pyhf - res.mu_hat[:n_pyhf])))
+
+    # pyhf at a tolerance where it agrees with itself: exact gradients, SLSQP tol 1e-12, and
+    # the same fits started from a displaced point
+    pyhf.set_backend("pytorch", "scipy", precision="64b")
+    n_tight = min(n_tight, n_engine)
+    t0 = time.perf_counter()
+    mu_tight = pyhf_fits(pyhf, model, main_data[:n_tight], aux[:n_tight], tolerance=1e-12)
+    t_tight = time.perf_counter() - t0
+
+    def displaced(pm):
+        init = list(pm.config.suggested_init())
+        init[pm.config.poi_index] = 0.3
+        return init
+
+    mu_tight2 = pyhf_fits(pyhf, model, main_data[:n_tight], aux[:n_tight], tolerance=1e-12, init=displaced)
+    pyhf.set_backend("numpy", "scipy")
+    self_diff = float(np.max(np.abs(mu_tight - mu_tight2)))
+    mu_diff = float(np.max(np.abs(mu_tight - res.mu_hat[:n_tight])))
 
     n_minuit = min(n_minuit, n_engine)
     mu_minuit = np.empty(n_minuit)
@@ -165,17 +260,35 @@ def main(argv=None) -> dict:
     rate_minuit = n_minuit / t_minuit
     mu_diff_minuit = float(np.max(np.abs(mu_minuit[ok_minuit] - res.mu_hat[:n_minuit][ok_minuit])))
 
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.likelihood:
+            lk_path = Path(args.likelihood)
+        else:
+            lk_path = tmp / "likelihood.json"
+            lk_path.write_text(json.dumps(stage_likelihood(model, n_scen)))
+        stage = measure_stage(lk_path, n_stage_toys, args.seed, tmp)
+        stage["likelihood"] = "benchmark model" if not args.likelihood else str(args.likelihood)
+
     out = {
         "benchmark": "fits", "mode": "quick" if args.quick else "full", "model": "20 bins, 23 parameters",
         "machine": machine(),
         "engine": {"toys": n_engine, "seconds": t_engine, "toys_per_s": rate_engine,
-                   "converged": int(res.converged.sum()), "mean_iterations": float(res.n_iter.mean())},
+                   "converged": int(res.converged.sum()), "mean_iterations": float(res.n_iter.mean()),
+                   "median_iterations": float(np.median(res.n_iter))},
         "pyhf": {"toys": n_pyhf, "seconds": t_pyhf, "toys_per_s": rate_pyhf, "version": pyhf.__version__,
-                 "backend": "numpy", "optimizer": "scipy (SLSQP, default tolerance)"},
+                 "backend": "numpy", "optimizer": "scipy (SLSQP, default tolerance)",
+                 "max_abs_mu_diff_default_settings": mu_diff_default},
+        "pyhf_tight": {"toys": n_tight, "seconds": t_tight, "backend": "pytorch (float64, autodiff gradients)",
+                       "optimizer": "scipy (SLSQP, tol=1e-12)", "self_diff_displaced_start": self_diff},
         "iminuit": {"toys": n_minuit, "seconds": t_minuit, "toys_per_s": rate_minuit, "valid": int(ok_minuit.sum()),
                     "version": iminuit.__version__, "calls": "migrad + hesse, hand-written numpy NLL"},
+        "stage": stage,
         "speedup_vs_pyhf": rate_engine / rate_pyhf, "speedup_vs_iminuit": rate_engine / rate_minuit,
-        "max_abs_mu_diff": mu_diff, "max_abs_mu_diff_iminuit": mu_diff_minuit,
+        "max_abs_mu_diff": mu_diff, "pyhf_self_diff": self_diff, "max_abs_mu_diff_iminuit": mu_diff_minuit,
+        "stage_efficiency": stage["stage_efficiency"],
     }
     tag = "cpu2" if machine()["device"] == "cpu" and os.cpu_count() == 2 else machine()["device"].replace(" ", "_")
     path = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / (
@@ -183,10 +296,14 @@ def main(argv=None) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"engine {rate_engine:.0f} toys/s ({n_engine} toys, {res.converged.sum()} converged); "
-          f"pyhf {rate_pyhf:.2f} toys/s ({n_pyhf} toys); iminuit {rate_minuit:.1f} toys/s ({n_minuit} toys); "
-          f"max |mu_hat - mu_hat_iminuit| = {mu_diff_minuit:.2e}; results in {path}")
+          f"pyhf {rate_pyhf:.2f} toys/s ({n_pyhf} toys, default settings: max |mu diff| {mu_diff_default:.1e}); "
+          f"pyhf tight self-agreement {self_diff:.1e} ({n_tight} toys); iminuit {rate_minuit:.1f} toys/s "
+          f"({n_minuit} toys, max |mu diff| {mu_diff_minuit:.1e}); stage {stage['stage_fits_per_s']:.0f} fits/s vs "
+          f"engine {stage['engine_fits_per_s']:.0f} fits/s ({stage['scenarios']} scenarios x "
+          f"{stage['toys_per_scenario']} toys); results in {path}")
     print(f"speedup_vs_pyhf={out['speedup_vs_pyhf']:.1f} speedup_vs_iminuit={out['speedup_vs_iminuit']:.1f} "
-          f"max_abs_mu_diff={mu_diff:.2e}")
+          f"max_abs_mu_diff={mu_diff:.2e} stage_efficiency={out['stage_efficiency']:.3f} "
+          f"pyhf_self_diff={self_diff:.2e}")
     return out
 
 

@@ -42,8 +42,17 @@ def test_hand_written_nll_equals_the_model_up_to_a_constant():
 
 
 def test_quick_contract_line(tmp_path, capsys):
-    out = load().main(["--quick", "--toys", "200", "--pyhf-toys", "2", "--iminuit-toys", "3",
+    out = load().main(["--quick", "--toys", "200", "--pyhf-toys", "2", "--pyhf-tight-toys", "1",
+                       "--iminuit-toys", "3", "--scenarios", "3", "--stage-toys", "20",
                        "--out", str(tmp_path / "fits.json")])
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith("speedup_vs_pyhf=") and "speedup_vs_iminuit=" in last and "max_abs_mu_diff=" in last
-    assert out["max_abs_mu_diff"] < 1e-3 and (tmp_path / "fits.json").exists()
+    assert last.startswith("speedup_vs_pyhf=") and "speedup_vs_iminuit=" in last
+    values = dict(kv.split("=") for kv in last.split())
+    assert {"max_abs_mu_diff", "stage_efficiency", "pyhf_self_diff"} <= set(values)
+    assert all(np.isfinite(float(v)) for v in values.values())
+    # the tight pyhf agrees with itself and with the engine far below pyhf's default stopping rule
+    assert out["pyhf_self_diff"] < 1e-6 and out["max_abs_mu_diff"] < 1e-5
+    # the stage wrote what the bare engine fits, number for number, and counted every fit
+    stage = out["stage"]
+    assert stage["stage_equals_engine"] and stage["fits"] == 20 * (3 + 1) and stage["stage_efficiency"] > 0
+    assert (tmp_path / "fits.json").exists()
