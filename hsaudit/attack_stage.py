@@ -212,6 +212,29 @@ def make_attack(cfg: AnalysisConfig, attack_name: str):
     return get_attack_class(kind)(**spec), objective
 
 
+# attack types whose result does not depend on the seed (gradient steps from the nominal
+# event, no random numbers); a type not named here or in STOCHASTIC_RULES counts as
+# stochastic (its seed spread is then measured, and is 0 if it does not use the seed)
+DETERMINISTIC_ATTACKS = ("fgsm", "nuisance_pgd", "conservattack")
+# type -> settings -> does the result depend on the seed?
+STOCHASTIC_RULES = {
+    "random": lambda s: True,                      # uniform noise in the envelope
+    "pgd": lambda s: bool(s["random_start"]),      # a random start inside the box
+    "adversarial_network": lambda s: True,         # random initialisation, shuffled minibatches
+    "nuisance_field": lambda s: s["steps"] > 0,    # random minibatches once the fit sample exceeds one batch
+}
+
+
+def attack_is_stochastic(cfg: AnalysisConfig, attack_name: str) -> bool:
+    """Does the configured attack's result depend on its seed? (The seed spread of its impact
+    is then part of the impact's uncertainty, hsaudit.null_stage.)"""
+    attack, _ = make_attack(cfg, attack_name)
+    if attack.is_trivial(attack.settings) or attack.name in DETERMINISTIC_ATTACKS:
+        return False
+    rule = STOCHASTIC_RULES.get(attack.name)
+    return True if rule is None else bool(rule(attack.settings))
+
+
 def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str, systematic: str,
                attack_name: str, calibration=None, seed: int | None = None) -> AttackOutcome:
     """Run one configured attack on every selected event (module docstring). ``calibration``

@@ -46,6 +46,7 @@ class ModelInputs:
     impacts: dict                # impacts.json (ImpactTable.to_dict)
     attacks: dict = field(default_factory=dict)         # {(systematic, attack): AttackFiles}
     random_control: dict = field(default_factory=dict)  # {systematic: random_control.json}
+    seed_spread: dict = field(default_factory=dict)     # {(systematic, attack): seed_spread.json}
 
 
 def _finite(x, default=0.0) -> float:
@@ -58,9 +59,14 @@ def control_attacks(cfg: AnalysisConfig, attacks: list[str]) -> list[str]:
     return [a for a in attacks if cfg.attacks.get(a, {}).get("type", a) == "random"]
 
 
-def attack_entry(files: AttackFiles, impact: dict, toys: dict | None) -> dict:
+def attack_entry(files: AttackFiles, impact: dict, toys: dict | None, seeds: dict | None = None) -> dict:
     """One ``attacks[ATTACK]`` entry: visibility (power, hidden), impact +- uncertainty and its
-    parts, the published statistics, metrics."""
+    parts, the published statistics, metrics.
+
+    ``seeds``: the spread of the impact over attack seeds, ``{"sd", "sd_unc", "n_seeds",
+    "stochastic"}`` (None: a deterministic attack). The impact's uncertainty is its MC
+    statistics and the seed spread in quadrature; the toys' standard error belongs to the toy
+    cross-check (a different estimate of the same impact), not to the Asimov impact."""
     from hsaudit.audit import flat_metrics
 
     v = files.validation
@@ -75,8 +81,11 @@ def attack_entry(files: AttackFiles, impact: dict, toys: dict | None) -> dict:
         "power_unc": _finite(v["power_unc"]),
         "most_visible_look": most.get("id"),
         "impact_mu": _finite(impact["value"]),
-        "impact_mu_unc": _finite(impact["mc_unc"]),
-        "impact_parts": {"mc_stat": _finite(impact["mc_unc"])},
+        "impact_mu_unc": math.hypot(_finite(impact["mc_unc"]), _finite(seeds["sd"]) if seeds else 0.0),
+        "impact_parts": {"mc_stat": _finite(impact["mc_unc"]), "attack_seeds": _finite(seeds["sd"]) if seeds else 0.0},
+        "stochastic": bool(seeds and seeds.get("stochastic", True)),
+        "attack_seeds": int(seeds["n_seeds"]) if seeds else 0,
+        "attack_seeds_sd_unc": _finite(seeds["sd_unc"]) if seeds else 0.0,
         "bias_mu": _finite(impact.get("bias")),
         "fooling_ratio": _finite(files.result.get("metrics", {}).get("fooling_ratio")),
         "published": published,
@@ -88,6 +97,33 @@ def attack_entry(files: AttackFiles, impact: dict, toys: dict | None) -> dict:
         entry["impact_mu_toys_unc"] = _finite(toys["se"])
         entry["impact_parts"]["toys"] = _finite(toys["se"])
     return entry
+
+
+def attack_seed_part(cfg: AnalysisConfig, attack: str, spread: dict | None, control: dict | None) -> dict | None:
+    """The seed part of an attack's impact uncertainty: from its AttackSeedSpread result, from
+    the null ensemble for the random control, zero over no extra seeds for a stochastic
+    attack when ``audit.attack_seeds`` is 0, None for a deterministic attack."""
+    from hsaudit.attack_stage import attack_is_stochastic
+    from hsaudit.null_stage import control_seed_spread, random_control_name
+
+    if spread is not None:
+        return {"sd": spread["sd"], "sd_unc": spread["sd_unc"], "n_seeds": spread["n_seeds"], "stochastic": True}
+    if not attack_is_stochastic(cfg, attack):
+        return None
+    if attack == random_control_name(cfg) and control is not None:
+        sd, sd_unc, n = control_seed_spread(control)
+        return {"sd": sd, "sd_unc": sd_unc, "n_seeds": n, "stochastic": True}
+    # stochastic, but not rerun (audit.attack_seeds: 0): no seed part measured
+    return {"sd": 0.0, "sd_unc": 0.0, "n_seeds": 0, "stochastic": True}
+
+
+def with_seed_part(difference_unc, seeds: dict | None):
+    """The paired (bootstrap) uncertainty of hidden - quoted with the attack's seed spread
+    added in quadrature (the seed noise is independent of the MC statistics); None stays None
+    (the verdict then combines the two sides' uncertainties, which include the seed part)."""
+    if difference_unc is None or seeds is None:
+        return difference_unc
+    return math.hypot(float(difference_unc), float(seeds["sd"]))
 
 
 def null_entry(control: dict, n_candidates: int, q: float, seed: int) -> dict:
@@ -132,14 +168,15 @@ def assemble(cfg: AnalysisConfig, sample: EventSample, models: dict[str, ModelIn
         systs = {}
         for syst in systematics:
             rows = attack_rows(sample, cfg, syst)
-            entries = {}
+            entries, seeds = {}, {}
             for a in attacks:
                 key = f"{syst}/{a}"
                 impact = dict(imp["attack"][key])
                 impact["bias"] = imp["attack_bias"][key]["value"]
                 scenario = f"attack/{syst}/{a}"
                 td = toy_difference(toys["nominal"], toys[scenario]) if scenario in toys else None
-                entries[a] = attack_entry(m.attacks[(syst, a)], impact, td)
+                seeds[a] = attack_seed_part(cfg, a, m.seed_spread.get((syst, a)), m.random_control.get(syst))
+                entries[a] = attack_entry(m.attacks[(syst, a)], impact, td, seeds[a])
             standard = imp["standard"].get(syst, {"value": 0.0, "mc_unc": 0.0})
             output_shift = {d: audit.standard_output_shift(
                 outputs[NOMINAL][rows], outputs[f"{syst}_{d}"][rows], sample.weight[rows],
@@ -155,8 +192,9 @@ def assemble(cfg: AnalysisConfig, sample: EventSample, models: dict[str, ModelIn
                 standard=audit.standard_toys({f"{syst}_{d}": audit.toy_summary(toys[f"{syst}_{d}"])
                                               for d in ("up", "down")}, syst),
                 attacks=entries, null=null, candidates=candidates, closure_passed=closure_entry["passed"],
-                n_sigma=settings["n_sigma"], difference_unc={a: imp.get("difference_unc", {}).get(f"{syst}/{a}")
-                                                             for a in attacks},
+                n_sigma=settings["n_sigma"],
+                difference_unc={a: with_seed_part(imp.get("difference_unc", {}).get(f"{syst}/{a}"), seeds[a])
+                                for a in attacks},
                 description=cfg.systematics[syst].description,
                 standard_output_shift=output_shift)
         for syst, e in systs.items():

@@ -1,6 +1,7 @@
-"""The null ensemble of the audit: the random control attack (uniform noise inside the
-systematic's envelope) over many seeds, per model and systematic. The law task
-RandomControl calls this.
+"""The seed ensembles of the audit: the random control attack (uniform noise inside the
+systematic's envelope) over many seeds, per model and systematic (the null; the law task
+RandomControl calls this), and the reruns of every stochastic attack with other seeds (the
+seed part of its impact's uncertainty; the law task AttackSeedSpread calls this).
 
 Two numbers come from it:
 - the random control's *hidden rate*: the fraction of seeds whose result the calibrated
@@ -10,6 +11,14 @@ Two numbers come from it:
   events are displaced at random inside the envelope. The largest of several attacks'
   impacts is biased upward, so the verdict compares it with the maximum of the same number
   of draws from this null (hsaudit.verdict).
+
+The seed spread: an attack whose result depends on its seed (a random start, a randomly
+initialised or minibatch-trained mapping: ``hsaudit.attack_stage.attack_is_stochastic``)
+reports one draw of a random variable. Rerunning it with ``audit.attack_seeds`` other seeds
+(default 3; 0 disables) and measuring each result's central impact exactly as the reported
+one (Asimov fit of the nominal model, the same judging half and weights) gives the standard
+deviation over seeds, which the audit adds in quadrature to the impact's MC-statistics
+uncertainty. The random control needs no reruns: its null ensemble is that spread.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from hsaudit.samples import EventSample
 from hsaudit.seeds import derive_seed
 
 DEFAULT_NULL_SEEDS = 20
+DEFAULT_ATTACK_SEEDS = 3
 
 
 def null_seeds(cfg: AnalysisConfig) -> int:
@@ -31,6 +41,29 @@ def null_seeds(cfg: AnalysisConfig) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise AuditError(f"audit.null_seeds must be an integer >= 2 (20 or more for a verdict), got {n!r}")
     return n
+
+
+def attack_seeds(cfg: AnalysisConfig) -> int:
+    """``audit.attack_seeds``: how many extra seeds each stochastic attack is rerun with (0: no
+    seed part)."""
+    n = cfg.audit.get("attack_seeds", DEFAULT_ATTACK_SEEDS)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise AuditError("audit.attack_seeds must be an integer >= 0 (extra seeds per stochastic attack for the "
+                         f"seed part of its impact's uncertainty; 0 disables it), got {n!r}")
+    return n
+
+
+def seed_spread_attacks(cfg: AnalysisConfig, attacks=None) -> list[str]:
+    """The attacks (default: the audited ones) that get reruns with other seeds: the
+    stochastic ones, except the random control whose null ensemble is its seed spread.
+    Empty when ``audit.attack_seeds`` is 0."""
+    from hsaudit.attack_stage import attack_is_stochastic, configured_attacks
+
+    if attack_seeds(cfg) == 0:
+        return []
+    control = random_control_name(cfg)
+    names = configured_attacks(cfg) if attacks is None else list(attacks)
+    return [a for a in names if a != control and attack_is_stochastic(cfg, a)]
 
 
 def random_control_name(cfg: AnalysisConfig) -> str:
@@ -85,3 +118,69 @@ def null_impacts(model, sample: EventSample, cfg: AnalysisConfig, attacked: dict
     table = impacts_with_uncertainty(outputs, sample, cfg, events, n_replicas=0,
                                      seed=derive_seed(cfg.seed, "null-impacts"))
     return {k: (float(table.attack[k][0]), float(table.attack_bias[k][0])) for k in events}
+
+
+def spread_of(biases) -> tuple[float, float]:
+    """(standard deviation, its standard error) of signed impacts over seeds: ddof 1, and
+    sd / sqrt(2 (n - 1)) (Gaussian approximation); (0, 0) for fewer than two values."""
+    b = np.asarray(biases, dtype=np.float64)
+    if not np.isfinite(b).all():
+        raise AuditError("an attack seed's impact is NaN or inf (a failed fit?)")
+    if len(b) < 2:
+        return 0.0, 0.0
+    sd = float(np.std(b, ddof=1))
+    return sd, sd / math.sqrt(2.0 * (len(b) - 1))
+
+
+def attack_seed_spread(model, sample: EventSample, cfg: AnalysisConfig, model_name: str, systematic: str,
+                       attack: str, outputs: dict, calibration=None, reported=None) -> dict:
+    """The spread of one attack's impact on mu over seeds (module docstring).
+
+    Reruns ``attack`` with ``audit.attack_seeds`` seeds derived from the configuration seed
+    (``outputs``: the model's NN outputs per variant, hsaudit.nn_outputs; ``calibration``:
+    for attacks that keep only hidden states); ``reported``: the reported
+    result as (rows, attacked NN outputs, regions after, eval weights), whose central impact
+    joins the ensemble (the spread is over the reported seed and the extra ones). Every
+    member's impact is the central value of hsaudit.stats.impacts (no bootstrap), each
+    judged with its own ``eval_weights`` (the other half for universal attacks)."""
+    from hsaudit.attack_stage import run_attack
+    from hsaudit.ml.evaluation import predict
+
+    n = attack_seeds(cfg)
+    attacked = {} if reported is None else {"reported": reported}
+    seeds = []
+    for k in range(n):
+        seed = derive_seed(cfg.seed, "attack-seed", model_name, systematic, attack, k)
+        outcome = run_attack(model, sample, cfg, model_name, systematic, attack, calibration, seed=seed)
+        attacked[f"seed{k}"] = (outcome.rows, predict(model, outcome.x_adv), outcome.regions, outcome.eval_weights)
+        seeds.append({"seed": seed})
+    impacts = central_impacts(outputs, sample, cfg, attacked) if attacked else {}
+    for k, entry in enumerate(seeds):
+        entry["impact_mu"], entry["bias_mu"] = impacts[f"seed{k}"]
+    biases = [e["bias_mu"] for e in seeds]
+    if reported is not None:
+        biases = [impacts["reported"][1]] + biases
+    sd, sd_unc = spread_of(biases)
+    return {"attack": attack, "n_extra_seeds": n, "n_seeds": len(biases), "seeds": seeds,
+            "reported_bias_mu": None if reported is None else impacts["reported"][1],
+            "biases_mu": biases, "sd": sd, "sd_unc": sd_unc}
+
+
+def central_impacts(outputs: dict, sample: EventSample, cfg: AnalysisConfig, attacked: dict) -> dict:
+    """{name: (|bias|, signed bias)} of attack results (rows, attacked outputs, regions after,
+    eval weights): the central values of hsaudit.stats.impacts (Asimov fits of the nominal
+    model, no bootstrap), in one batched fit. ``outputs``: the model's NN outputs per variant."""
+    from hsaudit.stats.impacts import AttackedEvents, impacts_with_uncertainty
+
+    events = {k: AttackedEvents(rows=r, attacked_outputs=o, regions_after=g, eval_weights=e)
+              for k, (r, o, g, e) in attacked.items()}
+    table = impacts_with_uncertainty(outputs, sample, cfg, events, n_replicas=0)
+    return {k: (float(table.attack[k][0]), float(table.attack_bias[k][0])) for k in events}
+
+
+def control_seed_spread(control: dict) -> tuple[float, float, int]:
+    """(sd, its uncertainty, n seeds) of the random control's signed impacts over its null
+    ensemble (RandomControl's result): the seed part of the control's impact."""
+    biases = [s["bias_mu"] for s in control["seeds"]]
+    sd, sd_unc = spread_of(biases)
+    return sd, sd_unc, len(biases)

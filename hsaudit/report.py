@@ -107,6 +107,8 @@ def systematic_entry(*, standard_impact_mu: float, standard_impact_mu_unc: float
         null=dict(null),
         largest_hidden_impact_mu=largest,
         largest_hidden_impact_mu_unc=largest_unc,
+        largest_hidden_impact_parts=(dict(attacks[responsible]["impact_parts"])
+                                     if responsible is not None and "impact_parts" in attacks[responsible] else None),
         responsible_attack=responsible,
         ratio_hidden_to_standard=(largest / std if largest is not None and std > 0 else None),
         n_sigma=float(n_sigma),
@@ -276,7 +278,14 @@ def _validate_attack(a, path: str, power_max: float | None) -> None:
     power = _number(_get(a, "power", path), f"{path}.power", minimum=0.0, maximum=1.0)
     _number(_get(a, "power_unc", path), f"{path}.power_unc", minimum=0.0)
     _number(_get(a, "impact_mu", path), f"{path}.impact_mu", minimum=0.0)
-    _number(_get(a, "impact_mu_unc", path), f"{path}.impact_mu_unc", minimum=0.0)
+    unc = _number(_get(a, "impact_mu_unc", path), f"{path}.impact_mu_unc", minimum=0.0)
+    parts = a.get("impact_parts")
+    if parts is not None and "attack_seeds" in _mapping(parts, f"{path}.impact_parts"):
+        mc = _number(_get(parts, "mc_stat", f"{path}.impact_parts"), f"{path}.impact_parts.mc_stat", minimum=0.0)
+        sd = _number(parts["attack_seeds"], f"{path}.impact_parts.attack_seeds", minimum=0.0)
+        if not _close(unc, math.hypot(mc, sd)):
+            raise AuditError(f"{path}.impact_mu_unc is {unc!r} but its parts mc_stat {mc!r} and attack_seeds {sd!r} "
+                             f"give {math.hypot(mc, sd)!r} in quadrature")
     _number(_get(a, "fooling_ratio", path), f"{path}.fooling_ratio", minimum=0.0, maximum=1.0)
     published = _list(_get(a, "published", path), f"{path}.published")
     for i, c in enumerate(published):
@@ -492,6 +501,15 @@ def _shown_attack(s: Mapping) -> str | None:
     return max(pool, key=lambda a: s["attacks"][a]["impact_mu"]) if pool else None
 
 
+def _unc_parts(attack: Mapping | None) -> str:
+    """'MC / seeds' parts of an attack impact's uncertainty ('-' for no seed part)."""
+    if not attack or "impact_parts" not in attack:
+        return "-"
+    parts = attack["impact_parts"]
+    seeds = f"{parts.get('attack_seeds', 0.0):.3f}" if attack.get("attack_seeds") else "-"
+    return f"{parts['mc_stat']:.3f} / {seeds}"
+
+
 def _penalty_text(penalty: Mapping) -> str:
     return ", ".join(f"{k}: {v:g}" for k, v in penalty.items()) if penalty else "none"
 
@@ -512,7 +530,8 @@ def console_table(summary: Mapping) -> str:
         shown = {s: _shown_attack(e) for s, e in syst.items()}
         w_a = max(6, *(len(a) + 2 for a in shown.values() if a), 0)
         header = (
-            f"{'systematic':<{w_s}}  {'quoted':>13}  {'std power':>9}  {'hidden':>13}  {'attack':<{w_a}}  "
+            f"{'systematic':<{w_s}}  {'quoted':>13}  {'std power':>9}  {'hidden':>13}  {'mc / seeds':>13}  "
+            f"{'attack':<{w_a}}  "
             f"{'power':>5}  {'null q95':>8}  {'control':>7}  verdict"
         )
         c = m["closure"]
@@ -538,13 +557,16 @@ def console_table(summary: Mapping) -> str:
             lines.append(
                 f"{sname:<{w_s}}  {_pm(e['standard_impact_mu'], e['standard_impact_mu_unc']):>13}  "
                 f"{max(sp['up'], sp['down']):>9.2f}  "
-                f"{_pm(e['largest_hidden_impact_mu'], e['largest_hidden_impact_mu_unc']):>13}  {a_txt:<{w_a}}  "
+                f"{_pm(e['largest_hidden_impact_mu'], e['largest_hidden_impact_mu_unc']):>13}  "
+                f"{_unc_parts(att if e['responsible_attack'] else None):>13}  {a_txt:<{w_a}}  "
                 f"{_fmt(att['power'] if att else None, '.2f'):>5}  {e['null']['quantile_95']:>8.3f}  "
                 f"{e['null']['hidden_rate']:>7.2f}  {e['verdict']}{flag}"
             )
     lines.append("")
     lines.append("quoted: the systematic's impact on mu; hidden: the largest impact on mu of an attack that data would "
-                 "not see (power <= limit), both +- MC statistics; std power: how often data would see the standard "
+                 "not see (power <= limit), +- MC statistics (quoted) and MC statistics and attack-seed spread in "
+                 "quadrature (hidden; mc / seeds: the two parts, '-' for a deterministic attack); "
+                 "std power: how often data would see the standard "
                  "+-1 sigma shift; null q95 / control: random control's impact quantile and hidden rate")
     return "\n".join(lines)
 
@@ -610,7 +632,8 @@ def _attack_details(s: Mapping) -> str:
             + ("<b>a hidden attack moves the output more than the standard shift</b>"
                if cmp["hidden_exceeds_standard"] else "no hidden attack moves it more") + "</p>")
     parts.append("<table><tr><th class=name>attack</th><th class=name>hidden</th><th>power</th>"
-                 "<th class=name>most visible look</th><th>impact on &mu;</th><th>toys cross-check</th>"
+                 "<th class=name>most visible look</th><th>impact on &mu;</th><th>MC statistics</th>"
+                 "<th>attack seeds (spread, n)</th><th>toys cross-check</th>"
                  "<th>fooling ratio</th><th>published checks passed</th></tr>")
     for aname, a in s["attacks"].items():
         role = "" if aname in s["candidates"] else " (control)"
@@ -618,7 +641,7 @@ def _attack_details(s: Mapping) -> str:
         parts.append(
             f"<tr><td class=name>{_e(aname)}{role}</td><td class=name>{'yes' if a['hidden'] else 'no'}</td>"
             f"<td>{a['power']:.3f}&plusmn;{a['power_unc']:.3f}</td><td class=name>{_e(a.get('most_visible_look') or '-')}</td>"
-            f"<td>{_pm(a['impact_mu'], a['impact_mu_unc'])}</td><td>{toys}</td>"
+            f"<td>{_pm(a['impact_mu'], a['impact_mu_unc'])}</td><td>{_seed_cells(a)}</td><td>{toys}</td>"
             f"<td>{_fmt(a['fooling_ratio'])}</td><td>{_e(a.get('published_passed', '-'))}</td></tr>")
     parts.append("</table>")
     for aname, a in s["attacks"].items():
@@ -637,6 +660,18 @@ def _attack_details(s: Mapping) -> str:
                     f"<td>{_fmt(c['statistic'], '.4g')}</td><td>{_fmt(c['threshold'], '.4g')}</td></tr>")
             parts.append("</table>")
     return "".join(parts)
+
+
+def _seed_cells(a: Mapping) -> str:
+    """The MC-statistics and attack-seed cells of an attack row."""
+    parts = a.get("impact_parts") or {}
+    mc = _fmt(parts.get("mc_stat"), ".3f")
+    n = a.get("attack_seeds", 0)
+    if n:
+        seeds = f"{parts.get('attack_seeds', 0.0):.3f} ({n} seeds)"
+    else:
+        seeds = "- (not rerun)" if a.get("stochastic") else "- (deterministic)"
+    return f"{mc}</td><td>{seeds}"
 
 
 def _model_table(mname: str, m: Mapping) -> str:
@@ -729,7 +764,8 @@ def render_html(summary: Mapping, figures_dir) -> str:
         "nuisance parameter fixed at the post-fit &plusmn;1&sigma;); the <b>largest hidden impact</b> is the largest "
         "bias on &mu; among attacks inside the systematic's envelope that data at the analysis luminosity would "
         "see with a probability (power) of at most the configured limit; both on expected data with the nominal "
-        "model, &plusmn; MC statistics from bootstrap replicas. Verdicts: "
+        "model, &plusmn; MC statistics from bootstrap replicas (for an attack whose result depends on its seed, "
+        "the spread of its impact over attack seeds is added in quadrature). Verdicts: "
         f'<span class="verdict v-hidden">{LARGER}</span> (hidden exceeds quoted by more than n&sigma; and the '
         "random-control null), "
         f'<span class="verdict v-covered">{COVERED}</span> (hidden + n&sigma; below quoted), '

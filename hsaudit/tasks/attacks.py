@@ -1,6 +1,7 @@
 """The visibility test's calibration (CalibrateChecks, per model), per-systematic adversarial
-attacks (AttackSystematic), their visibility in data (ValidateAttack) and the random-control
-ensemble (RandomControl, per model and systematic).
+attacks (AttackSystematic), their visibility in data (ValidateAttack), the random-control
+ensemble (RandomControl, per model and systematic) and the seed spread of stochastic attacks
+(AttackSeedSpread, per model, systematic and stochastic attack).
 
 One attack branch per (model, systematic, attack): the branches are independent GPU-sized
 jobs, so the workflow can be sent to a batch system (see docs/batch.md). Each branch's output
@@ -244,3 +245,64 @@ class RandomControl(AuditWorkflow):
         write_json_atomic(self.output(), {**b, **result})
         self.publish_message(f"{b['model']}/{b['systematic']}: random control hidden in "
                              f"{result['hidden_rate']:.2f} of {result['n_seeds']} seeds")
+
+
+class AttackSeedSpread(AttackBranches):
+    """Per (model, systematic, stochastic attack): the attack rerun with ``audit.attack_seeds``
+    other seeds (default 3) and the standard deviation of its impact on mu over the reported
+    seed and those (hsaudit.null_stage.attack_seed_spread): the seed part of the attack
+    impact's uncertainty. Deterministic attacks and the random control (whose null ensemble
+    is its spread) have no branch."""
+
+    def create_branch_map(self):
+        from hsaudit.attack_stage import attacked_systematics
+        from hsaudit.null_stage import seed_spread_attacks
+
+        cfg = self.cfg
+        return dict(enumerate(
+            dict(model=m, systematic=s, attack=a)
+            for m in cfg.models for s in attacked_systematics(cfg) for a in seed_spread_attacks(cfg)
+        ))
+
+    def attack_branch(self) -> int:
+        """The branch of the reported attack (AttackSystematic / ValidateAttack)."""
+        b = self.branch_data
+        for i, other in AttackBranches.get_branch_map(ValidateAttack.req(self, branch=-1)).items():
+            if other == b:
+                return i
+        raise RuntimeError(f"no attack branch for {b}")  # cannot happen: the same maps
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["checks"] = ValidateAttack.req(self, branch=-1)
+        reqs["calibrations"] = CalibrateChecks.req(self, branch=-1)
+        return reqs
+
+    def requires(self):
+        return {"model": TrainModel.req(self, branch=self.model_branch()),
+                "calibration": CalibrateChecks.req(self, branch=self.model_branch()),
+                "reported": ValidateAttack.req(self, branch=self.attack_branch())}
+
+    def output(self):
+        from hsaudit.null_stage import attack_seeds
+
+        # the reruns depend on what the attack depends on; their impacts on the fit's settings
+        h = short_hash([self.attack_hash(), attack_seeds(self.cfg), self.cfg.raw.get("fit"),
+                        self.cfg.raw.get("systematics")])
+        return self.local_target(*self.branch_dir(), h, "seed_spread.json")
+
+    def run(self):
+        from hsaudit.ml.evaluation import outputs_per_variant
+        from hsaudit.null_stage import attack_seed_spread
+
+        b = self.branch_data
+        model, sample, calibration = model_sample_calibration(self)
+        outputs = outputs_per_variant(model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
+        with np.load(self.input()["reported"]["outputs"].path) as f:
+            reported = (f["rows"], f["attacked"], regions_from_arrays(f),
+                        f["eval_weights"] if "eval_weights" in f.files else None)
+        result = attack_seed_spread(model, sample, self.cfg, b["model"], b["systematic"], b["attack"], outputs,
+                                    calibration if self.uses_monitor() else None, reported=reported)
+        write_json_atomic(self.output(), {**b, **result})
+        self.publish_message(f"{b['model']}/{b['systematic']}/{b['attack']}: impact spread over "
+                             f"{result['n_seeds']} seeds {result['sd']:.4f} +- {result['sd_unc']:.4f}")

@@ -9,7 +9,8 @@ from pathlib import Path
 import law
 import luigi
 
-from hsaudit.tasks.attacks import AttackBranches, AttackSystematic, CalibrateChecks, RandomControl, ValidateAttack
+from hsaudit.tasks.attacks import (AttackBranches, AttackSeedSpread, AttackSystematic, CalibrateChecks, RandomControl,
+                                   ValidateAttack)
 from hsaudit.tasks.base import AuditTask, atomic_directory, short_hash
 from hsaudit.tasks.fits import BuildLikelihood, MeasureImpacts, PseudoExperiments
 from hsaudit.tasks.data import MergeFeatures
@@ -39,7 +40,13 @@ class AttackAudit(AuditTask):
             "calibration": CalibrateChecks.req(self, branch=-1),
             "control": RandomControl.req(self, branch=-1),
             "impacts": MeasureImpacts.req(self, branch=-1),
+            **self._spread_requirement(),
         }
+
+    def _spread_requirement(self) -> dict:
+        # the seed spread of the stochastic attacks (none when audit.attack_seeds is 0)
+        spread = AttackSeedSpread.req(self, branch=-1)
+        return {"spread": spread} if spread.get_branch_map() else {}
 
     def output(self):
         # the report depends on everything upstream: key it by the whole configuration
@@ -60,7 +67,8 @@ class AttackAudit(AuditTask):
             inputs = self.input()
             maps = {"toys": PseudoExperiments.req(self, branch=-1).get_branch_map(),
                     "attacks": AttackBranches.get_branch_map(ValidateAttack.req(self, branch=-1)),
-                    "control": RandomControl.req(self, branch=-1).get_branch_map()}
+                    "control": RandomControl.req(self, branch=-1).get_branch_map(),
+                    "spread": AttackSeedSpread.req(self, branch=-1).get_branch_map() if "spread" in inputs else {}}
             models = {m: self._model_inputs(i, m, sample, inputs, maps) for i, m in enumerate(cfg.models)}
             style = None if self.plot_style == "neutral" else self.plot_style
             entries, figures = assemble(cfg, sample, models, systematics, attacks, tmp, style)
@@ -78,7 +86,7 @@ class AttackAudit(AuditTask):
     @staticmethod
     def _model_inputs(mi: int, mname: str, sample, inputs: dict, maps: dict):
         """The outputs of every stage for model ``mname``, as hsaudit.audit_stage.ModelInputs
-        (``maps``: the branch maps of the toys, attacks and random controls)."""
+        (``maps``: the branch maps of the toys, attacks, random controls and seed spreads)."""
         from hsaudit.audit_stage import AttackFiles, ModelInputs
         from hsaudit.ml.modelio import load_model
         from hsaudit.stats.toys import ToyResult, merge
@@ -105,6 +113,8 @@ class AttackAudit(AuditTask):
         for i, b in maps["control"].items():
             if b["model"] == mname:
                 control[b["systematic"]] = _json(inputs["control"]["collection"].targets[i])
+        spread = {(b["systematic"], b["attack"]): _json(inputs["spread"]["collection"].targets[i])
+                  for i, b in maps["spread"].items() if b["model"] == mname}
         return ModelInputs(
             network=network,
             evaluation=_json(inputs["evaluation"]["collection"].targets[mi]),
@@ -112,4 +122,4 @@ class AttackAudit(AuditTask):
             toys={sc: merge(c) for sc, c in chunks.items()},
             calibration=_json(inputs["calibration"]["collection"].targets[mi]["summary"]),
             impacts=_json(inputs["impacts"]["collection"].targets[mi]),
-            attacks=attacks, random_control=control)
+            attacks=attacks, random_control=control, seed_spread=spread)

@@ -1,0 +1,175 @@
+"""The seed part of an attack impact's uncertainty: which attacks are stochastic, the spread of
+a deterministic attack is exactly 0, a stochastic attack's spread over seeds is positive and
+equals the standard deviation computed directly from separately measured impacts, and the
+audit's attack entries add it in quadrature to the MC statistics."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hsaudit.attack_stage import attack_is_stochastic, run_attack
+from hsaudit.audit_stage import attack_entry, attack_seed_part, with_seed_part
+from hsaudit.config import load_config
+from hsaudit.errors import AuditError
+from hsaudit.ml.evaluation import outputs_per_variant, predict
+from hsaudit.ml.models import MLP
+from hsaudit.null_stage import attack_seed_spread, attack_seeds, seed_spread_attacks, spread_of
+from hsaudit.samples import EventSample
+from hsaudit.seeds import derive_seed
+from hsaudit.stats.impacts import AttackedEvents, impacts_with_uncertainty
+from hsaudit.tables import NOMINAL
+
+FEATURES = ["mu_pt", "tau_pt", "mt_mu", "m_vis", "met_pt"]
+
+ATTACKS = {
+    "random": {"type": "random"},
+    "fgsm": {"type": "fgsm", "eps": 0.002, "iterations": 3},
+    "pgd_fixed": {"type": "pgd", "steps": 3, "random_start": False},
+    "pgd": {"type": "pgd", "steps": 3, "random_start": True},
+    "nuisance_pgd": {"type": "nuisance_pgd", "k": 1.0, "steps": 3},
+    "conservattack": {"type": "conservattack", "iterations": 2},
+    "adv": {"type": "adversarial_network", "epochs": 1, "hidden": [8]},
+    "field": {"type": "nuisance_field", "inputs": ["tau_pt"], "knots": 4, "steps": 5, "train_batch_size": 64},
+}
+
+
+def synthetic(n=2500, seed=3, attack_seeds=2):
+    """A small analysis with one shift systematic (tau_es: tau_pt, m_vis, met_pt scaled by
+    +-3%), a signal and two control regions, and a small network; fitted with 4 bins."""
+    rng = np.random.default_rng(seed)
+    nominal = np.stack([26 + rng.exponential(15, n), 22 + rng.exponential(20, n), rng.uniform(0, 120, n),
+                        40 + rng.exponential(30, n), rng.exponential(25, n)], axis=1).astype(np.float32)
+    X = {NOMINAL: nominal}
+    for v, f in (("tau_es_up", 1.03), ("tau_es_down", 0.97)):
+        x = nominal.copy()
+        x[:, [1, 3]] *= f
+        x[:, 4] = np.abs(x[:, 4] - (f - 1) * x[:, 1])
+        X[v] = x
+    same_sign = rng.random(n) < 0.3
+    base = load_config("ci")
+    cfg = dataclasses.replace(
+        base, features=[dataclasses.replace(base.features[0], name=f) for f in FEATURES],
+        systematics={"tau_es": base.systematics["tau_es"]}, attacks=ATTACKS,
+        audit={**base.audit, "attacks": list(ATTACKS), "systematics": ["tau_es"], "attack_seeds": attack_seeds},
+        fit={**base.fit, "n_bins": 4}, seed=5)
+    region = {}
+    for v, x in X.items():
+        sel = (x[:, 0] > 25) & (x[:, 1] > 25)
+        region[("signal", v)] = sel & ~same_sign & (x[:, 2] < 50)
+        region[("control_same_sign", v)] = sel & same_sign & (x[:, 2] < 50)
+        region[("control_high_mt", v)] = sel & ~same_sign & (x[:, 2] > 70)
+    ids = np.zeros(n, dtype=[("run", "<u4"), ("luminosityBlock", "<u4"), ("event", "<u8")])
+    ids["run"], ids["luminosityBlock"], ids["event"] = 1, 1, np.arange(n)
+    y = (rng.random(n) < 0.3).astype(np.int8)
+    sample = EventSample(features=FEATURES, variants=list(X), regions=["signal", "control_same_sign", "control_high_mt"],
+                         X=X, y=y, weight=rng.uniform(0.5, 1.5, n), weight_variations={}, region=region, event_id=ids,
+                         dataset=y.astype(np.int16), datasets=["bkg", "sig"], processes=["bkg", "sig"])
+    torch.manual_seed(0)
+    model = MLP(len(FEATURES), [16], mean=torch.tensor(nominal.mean(0)), std=torch.tensor(nominal.std(0)))
+    model.eval()
+    return cfg, sample, model
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(1)
+    return synthetic()
+
+
+def variant_outputs(model, sample) -> dict:
+    return outputs_per_variant(model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
+
+
+def direct_bias(model, sample, cfg, outcome) -> float:
+    """The central signed bias of one attack result, measured on its own (one fit per call)."""
+    outputs = variant_outputs(model, sample)
+    events = {"a": AttackedEvents(rows=outcome.rows, attacked_outputs=predict(model, outcome.x_adv),
+                                  regions_after=outcome.regions, eval_weights=outcome.eval_weights)}
+    return float(impacts_with_uncertainty(outputs, sample, cfg, events, n_replicas=0).attack_bias["a"][0])
+
+
+def test_stochastic_attacks_are_the_seeded_ones(setup):
+    cfg, _, _ = setup
+    expected = {"random": True, "fgsm": False, "pgd_fixed": False, "pgd": True, "nuisance_pgd": False,
+                "conservattack": False, "adv": True, "field": True}
+    assert {a: attack_is_stochastic(cfg, a) for a in ATTACKS} == expected
+    # the random control gets its spread from the null ensemble, not from reruns
+    assert seed_spread_attacks(cfg) == ["pgd", "adv", "field"]
+    assert seed_spread_attacks(dataclasses.replace(cfg, audit={**cfg.audit, "attack_seeds": 0})) == []
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd_fixed", "nuisance_pgd", "conservattack"])
+def test_deterministic_attack_has_exactly_zero_spread(setup, attack):
+    cfg, sample, model = setup
+    reported = run_attack(model, sample, cfg, "m", "tau_es", attack)
+    result = attack_seed_spread(model, sample, cfg, "m", "tau_es", attack, variant_outputs(model, sample), reported=(
+        reported.rows, predict(model, reported.x_adv), reported.regions, reported.eval_weights))
+    assert result["n_seeds"] == 3 and len(set(result["biases_mu"])) == 1
+    assert result["sd"] == 0.0 and result["sd_unc"] == 0.0
+    # and the attack moved something: a zero spread is not a zero attack
+    assert abs(result["biases_mu"][0]) > 0
+
+
+@pytest.mark.parametrize("attack", ["pgd", "adv", "random"])
+def test_stochastic_attack_spread_matches_a_direct_computation(setup, attack):
+    cfg, sample, model = setup
+    reported = run_attack(model, sample, cfg, "m", "tau_es", attack)
+    result = attack_seed_spread(model, sample, cfg, "m", "tau_es", attack, variant_outputs(model, sample), reported=(
+        reported.rows, predict(model, reported.x_adv), reported.regions, reported.eval_weights))
+    # directly: each seed's attack rerun and measured alone
+    biases = [direct_bias(model, sample, cfg, reported)]
+    for k in range(2):
+        seed = derive_seed(cfg.seed, "attack-seed", "m", "tau_es", attack, k)
+        assert result["seeds"][k]["seed"] == seed
+        out = run_attack(model, sample, cfg, "m", "tau_es", attack, seed=seed)
+        if attack == "adv":
+            # a universal attack is judged on the half it was not fitted on, in every seed
+            assert (out.eval_weights == 0).mean() == pytest.approx(0.5, abs=0.1)
+        biases.append(direct_bias(model, sample, cfg, out))
+    np.testing.assert_allclose(result["biases_mu"], biases, rtol=1e-9, atol=1e-12)
+    assert result["sd"] > 0
+    assert result["sd"] == pytest.approx(np.std(biases, ddof=1), rel=1e-9)
+    assert result["sd_unc"] == pytest.approx(result["sd"] / math.sqrt(2 * 2), rel=1e-9)
+
+
+def test_attack_entry_adds_the_seed_part_in_quadrature():
+    files = type("F", (), {"validation": {"hidden": True, "power": 0.2, "power_unc": 0.01, "published": [],
+                                          "visibility": {}}, "result": {"metrics": {}}})()
+    impact = {"value": 0.3, "mc_unc": 0.04, "bias": 0.3}
+    det = attack_entry(files, impact, None, None)
+    assert det["impact_mu_unc"] == pytest.approx(0.04) and det["attack_seeds"] == 0
+    assert det["impact_parts"] == {"mc_stat": 0.04, "attack_seeds": 0.0} and det["stochastic"] is False
+    sto = attack_entry(files, impact, {"mean": 0.29, "se": 0.01}, {"sd": 0.03, "sd_unc": 0.01, "n_seeds": 4})
+    assert sto["impact_mu_unc"] == pytest.approx(0.05) and sto["attack_seeds"] == 4 and sto["stochastic"]
+    assert sto["impact_parts"] == {"mc_stat": 0.04, "attack_seeds": 0.03, "toys": 0.01}
+    # the paired difference's uncertainty gets the same part; none stays none
+    assert with_seed_part(0.04, {"sd": 0.03}) == pytest.approx(0.05)
+    assert with_seed_part(0.04, None) == 0.04 and with_seed_part(None, {"sd": 0.03}) is None
+
+
+def test_seed_part_sources(setup):
+    cfg, _, _ = setup
+    assert attack_seed_part(cfg, "fgsm", None, None) is None
+    spread = {"sd": 0.02, "sd_unc": 0.005, "n_seeds": 3}
+    assert attack_seed_part(cfg, "pgd", spread, None)["sd"] == 0.02
+    control = {"seeds": [{"bias_mu": b} for b in (0.01, -0.02, 0.03, 0.0)]}
+    part = attack_seed_part(cfg, "random", None, control)
+    assert part["sd"] == pytest.approx(np.std([0.01, -0.02, 0.03, 0.0], ddof=1)) and part["n_seeds"] == 4
+    # stochastic but not rerun (attack_seeds 0): reported as such, no part
+    assert attack_seed_part(cfg, "pgd", None, None) == {"sd": 0.0, "sd_unc": 0.0, "n_seeds": 0, "stochastic": True}
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "3"])
+def test_attack_seeds_setting_is_checked(setup, value):
+    cfg, _, _ = setup
+    with pytest.raises(AuditError, match=r"audit\.attack_seeds"):
+        attack_seeds(dataclasses.replace(cfg, audit={**cfg.audit, "attack_seeds": value}))
+
+
+def test_spread_of_edge_cases():
+    assert spread_of([0.2]) == (0.0, 0.0)
+    with pytest.raises(AuditError, match="NaN"):
+        spread_of([0.1, float("nan")])
