@@ -77,10 +77,10 @@ CHOICES = ("cheapest", "largest")  # the schema's choose values
 def _jsd_terms(h: np.ndarray, q: np.ndarray, total: float) -> np.ndarray:
     """Per-bin contribution to the JS divergence (natural log) of p = h / total vs q."""
     p = np.maximum(h / total, 0.0)
-    m = 0.5 * (p + q)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tp = np.where(p > 0, p * np.log(p / np.maximum(m, 1e-300)), 0.0)
-        tq = np.where(q > 0, q * np.log(q / np.maximum(m, 1e-300)), 0.0)
+    m = np.maximum(0.5 * (p + q), 1e-300)
+    # empty bins contribute 0 (log of 1 there instead of 0 log 0: no warnings to silence)
+    tp = p * np.log(np.where(p > 0, p / m, 1.0))
+    tq = q * np.log(np.where(q > 0, q / m, 1.0))
     return 0.5 * (tp + tq)
 
 
@@ -119,6 +119,39 @@ class _State:
         self.E2 = 0.0
         std = np.sqrt(np.maximum((w[:, None] * self.X ** 2).sum(0) / self.W, 0))
         self.std = np.where(std > 0, std, 1.0)
+        # per-bin divergence terms of the current histograms, kept up to date bin by bin
+        self.T = np.stack([_jsd_terms(self.H[j], self.q[j], self.W) for j in range(f)])
+
+    def feature_pass(self, j) -> dict:
+        """What the scoring of moves of feature j needs and what stays fixed while only
+        feature j moves: means, variances and 1 / sd of the other features, their clean
+        correlations with j and the dot products between them."""
+        W = self.W
+        mu_all = self.S1 / W
+        var_all = np.maximum(np.diagonal(self.S2) / W - mu_all * mu_all, 0)
+        sd_all = np.sqrt(var_all)
+        not_j = np.ones(len(mu_all), dtype=bool)
+        not_j[j] = False
+        valid = not_j & (sd_all > 0)
+        inv_sd = np.where(valid, 1.0 / np.maximum(sd_all, 1e-300), 0.0)
+        c0 = np.where(valid, self.C0[j], 0.0)
+        R = mu_all * inv_sd
+        return {"mu_all": mu_all, "var_all": var_all, "not_j": not_j, "inv_sd": inv_sd, "c0": c0, "R": R,
+                "RR": R @ R, "CR": c0 @ R, "CC": c0 @ c0}
+
+    def update_correlation(self, j):
+        """Row and column j of the correlation matrix from the moments (the same numbers
+        ``_corr_from_moments`` gives; the other entries do not depend on feature j) and the
+        squared Frobenius distance to the clean matrix."""
+        mu = self.S1 / self.W
+        sd = np.sqrt(np.maximum(np.diagonal(self.S2) / self.W - mu * mu, 0))
+        good = sd > 1e-12 * (1 + np.abs(mu))
+        ok = good[j] & good
+        cov = self.S2[j] / self.W - mu[j] * mu
+        row = np.where(ok, cov / np.where(ok, sd[j] * sd, 1.0), 0.0)
+        self.C[j, :] = row
+        self.C[:, j] = row
+        self.E2 = float(((self.C - self.C0) ** 2).sum())
 
     def bin_of(self, v, j):
         return np.clip(np.floor((v - self.cmin[j]) / self.span[j] * self.B), 0, self.B - 1).astype(np.int64)
@@ -167,6 +200,8 @@ class CONSERVAttack(Attack):
 
         def logits(idx):
             with torch.no_grad():
+                if len(idx) <= _CHUNK:
+                    return model_logits(ctx.model, torch.from_numpy(x32[idx]).to(dev)).cpu().numpy()
                 return torch.cat([model_logits(ctx.model, torch.from_numpy(x32[idx[i:i + _CHUNK]]).to(dev)).cpu()
                                   for i in range(0, len(idx), _CHUNK)]).numpy()
 
@@ -199,28 +234,27 @@ class CONSERVAttack(Attack):
                 if classes:  # events fooled earlier in this iteration stay where they are
                     keep = active[pend]
                     pend, d = pend[keep], d[keep]
+                if len(pend) == 0:
+                    continue
+                # while feature j moves, every moment and correlation not involving j stays put
+                fp = st.feature_pass(j)
                 for i in range(0, len(pend), s["block_size"]):
                     be, bd = pend[i:i + s["block_size"]], d[i:i + s["block_size"]]
                     block = be
-                    cache: dict = {}
                     # each event moves at most once per block pass, so whether it is fooled
                     # matters from the next block on: one model call per block
+                    blk = _Block(st, fp, j, be, bd, x32, cand, lo32, hi32, bool(integer[j]))
                     n_rounds = 0
-                    while len(be) > 0 and stats["rounds"] < s["max_rounds"] and (
+                    while len(blk.e) > 0 and stats["rounds"] < s["max_rounds"] and (
                             s["block_rounds"] == 0 or n_rounds < s["block_rounds"]):
                         n_rounds += 1
                         stats["rounds"] += 1
-                        done, infeasible, hit = self._round(st, j, be, bd, x32, cand, lo32, hi32, bool(integer[j]),
-                                                            lim, s, cache)
+                        done, infeasible, hit = self._round(st, fp, blk, x32, lim, s)
                         stats["stopped_by_constraint"] += int(hit)
                         if not done.any():
                             break
                         stats["accepted_moves"] += int(done.sum())
-                        left = ~done if s["retry"] else ~(done | infeasible)
-                        be, bd = be[left], bd[left]
-                        for k in ("xn32", "xo", "xn", "bn", "moved", "Xe", "we", "leave", "add"):
-                            cache[k] = cache[k][left]
-                        cache["bo"] = np.broadcast_to(cache["bo"][left, :1], cache["bn"].shape)
+                        blk.keep(~done if s["retry"] else ~(done | infeasible))
                     if classes:
                         active[block] = still_correct(block)
         info = {**stats, **self._final_state(st, ctx.x.detach().cpu().numpy(), x32, s)}
@@ -247,85 +281,57 @@ class CONSERVAttack(Attack):
         return {"constraint_mode": s["constraint_mode"], "max_jsd": max(jsd), "jsd_per_feature": jsd,
                 "correlation_rel_change": rel, "constraints_met": bool(met)}
 
-    def _round(self, st: _State, j, e, d, x32, cand, lo32, hi32, integer, lim, s, cache):
-        """One round for feature j over the events ``e`` (directions ``d``): score every
-        candidate against the current state, pick a conflict-free set, apply the longest
-        feasible prefix. Returns (accepted, infeasible) masks over ``e`` and whether a total
-        constraint cut the prefix."""
+    def _round(self, st: _State, fp: dict, blk: "_Block", x32, lim, s):
+        """One round for feature j over the block's pending events: score every candidate
+        against the current state, pick a conflict-free set, apply the longest feasible
+        prefix. Returns (accepted, infeasible) masks over the pending events and whether a
+        total constraint cut the prefix."""
+        j, e = blk.j, blk.e
         X, W, H, q = st.X, st.W, st.H[j], st.q[j]
-        f = X.shape[1]
-        not_j = np.ones(f, dtype=bool)
-        not_j[j] = False
+        not_j, inv_sd, c0, R = fp["not_j"], fp["inv_sd"], fp["c0"], fp["R"]
+        RR, CR, CC = fp["RR"], fp["CR"], fp["CC"]
         # --- candidate scoring (vectorised over events x candidates)
-        mu_all = st.S1 / W
-        var_all = np.maximum(np.diagonal(st.S2) / W - mu_all * mu_all, 0)
-        sd_all = np.sqrt(var_all)
-        valid = not_j & (sd_all > 0)
-        inv_sd = np.where(valid, 1.0 / np.maximum(sd_all, 1e-300), 0.0)
-        c0 = np.where(valid, st.C0[j], 0.0)
-        P, R = (st.S2[j] / W) * inv_sd, mu_all * inv_sd
-        PP, RR, PR = P @ P, R @ R, P @ R
-        CP, CR, CC = c0 @ P, c0 @ R, c0 @ c0
+        P = (st.S2[j] / W) * inv_sd
+        PP, PR, CP = P @ P, P @ R, c0 @ P
         diff_old = float((((st.C[j] - st.C0[j]) ** 2)[not_j]).sum())
         rel_cur = math.sqrt(st.E2) / st.c0norm
         jsd_cur = math.sqrt(max(st.D[j], 0.0) / _LN2)
-        if "xn32" not in cache:
-            # per block: what does not depend on the state (the block's events move only once)
-            x_old32 = x32[e, j]
-            steps = np.ones(1, np.float32) if integer else cand * np.float32(st.std[j])
-            xn32 = x_old32[:, None] + d[:, None] * steps[None, :]
-            if integer:
-                xn32 = np.round(xn32)
-            xn32 = np.minimum(np.maximum(xn32, lo32[e, j][:, None]), hi32[e, j][:, None]).astype(np.float32)
-            xo = x_old32.astype(np.float64)[:, None] - st.shift[j]
-            xn = xn32.astype(np.float64) - st.shift[j]
-            bo = np.broadcast_to(st.bin_of(xo, j), xn.shape)
-            bn = st.bin_of(xn, j)
-            # a move must change the histogram bin (see the module docstring)
-            moved = (xn != xo) & (bn != bo)
-            cache.update(xn32=xn32, xo=xo, xn=xn, bo=bo, bn=bn, moved=moved, Xe=X[e], we=st.w[e][:, None])
-        xn32, xo, xn, bo, bn, moved = (cache[k] for k in ("xn32", "xo", "xn", "bo", "bn", "moved"))
-        we = cache["we"]
-        # the event leaves bin bo (one per event) and enters bin bn (one per candidate); the
+        xn32, bn, moved, b0 = blk.xn32, blk.bn, blk.moved, blk.b0
+        b, b2, bbQQ, wd, wsq, add, we, leave = blk.b, blk.b2, blk.bbQQ, blk.wd, blk.wsq, blk.add, blk.we, blk.leave
+        # the event leaves bin b0 (one per event) and enters bin bn (one per candidate); the
         # divergence terms change only where the histogram changed since the last round
-        T = _jsd_terms(H, q, W)
-        b0 = bo[:, 0]
-        if "leave" not in cache:
-            cache["leave"] = _jsd_terms(H[b0] - we[:, 0], q[b0], W) - T[b0]
-            cache["add"] = _jsd_terms(H[bn] + we, q[bn], W) - T[bn]
-        elif cache.get("changed") is not None:
+        T = st.T[j]
+        if blk.changed is not None:
             hit = np.zeros(st.B, dtype=bool)
-            hit[cache["changed"]] = True
+            hit[blk.changed] = True
             r0 = hit[b0]
             if r0.any():
                 bb = b0[r0]
-                cache["leave"][r0] = _jsd_terms(H[bb] - we[r0, 0], q[bb], W) - T[bb]
+                leave[r0] = _jsd_terms(H[bb] - we[r0, 0], q[bb], W) - T[bb]
             ra = hit[bn]
             if ra.any():
                 bb = bn[ra]
-                cache["add"][ra] = _jsd_terms(H[bb] + np.broadcast_to(we, bn.shape)[ra], q[bb], W) - T[bb]
-        cache["changed"] = None
-        dD = cache["leave"][:, None] + cache["add"]
+                add[ra] = _jsd_terms(H[bb] + np.broadcast_to(we, bn.shape)[ra], q[bb], W) - T[bb]
+        blk.changed = None
+        dD = leave[:, None] + add
         d_new = np.maximum(st.D[j] + dD, 0)
         jsd_new = np.sqrt(d_new / _LN2)
         # correlation row j after the move (only row/column j changes). With b = w delta / W,
         # m = new mean of j, sj = 1 / new sd of j, row_k = sj (P_k + b Q_ek - m R_k) with
         # P = S2[j] / W / sd, Q = X / sd, R = mu / sd: per-event dot products, no (K, C, F) array.
-        delta = xn - xo
-        b = we * delta / W
-        m = (st.S1[j] + we * delta) / W
-        varj = np.maximum((st.S2[j, j] + we * (xn * xn - xo * xo)) / W - m * m, 0)
-        with np.errstate(divide="ignore"):
-            sj = np.where(varj > 0, 1.0 / np.sqrt(np.maximum(varj, 1e-300)), 0.0)
-        Q = cache["Xe"] * inv_sd
-        QQ, PQ, QR, CQ = (Q * Q).sum(1)[:, None], (Q @ P)[:, None], (Q @ R)[:, None], (Q @ c0)[:, None]
-        sq = PP + b * b * QQ + m * m * RR + 2 * b * PQ - 2 * m * PR - 2 * b * m * QR
+        m = (st.S1[j] + wd) / W
+        varj = np.maximum((st.S2[j, j] + wsq) / W - m * m, 0)
+        sj = np.where(varj > 0, 1.0 / np.sqrt(np.maximum(varj, 1e-300)), 0.0)
+        Q = blk.Q
+        PQ, QR, CQ = (Q @ P)[:, None], (Q @ R)[:, None], (Q @ c0)[:, None]
+        sq = PP + bbQQ + m * m * RR + b2 * PQ - 2 * m * PR - b2 * m * QR
         lin = CP + b * CQ - m * CR
         diff_new = np.maximum(sj * sj * sq - 2 * sj * lin + CC, 0)
         rel_new = np.sqrt(np.maximum(st.E2 + 2 * (diff_new - diff_old), 0)) / st.c0norm
         ok = moved & (jsd_new - jsd_cur <= s["jsd_cap"]) & (rel_new - rel_cur <= s["corr_cap"])
         ok &= (d_new < lim["d_total"]) if lim["strict"] else (d_new <= lim["d_total"])
-        ok &= rel_new < lim["corr"]
+        if lim["corr"] != math.inf:
+            ok &= rel_new < lim["corr"]
         cost = s["alpha"] * jsd_new + s["beta"] * rel_new
         rows = np.arange(len(e))
         if s["choose"] == "largest":  # the largest feasible step (candidates sorted by size)
@@ -343,7 +349,7 @@ class CONSERVAttack(Attack):
             return done, infeasible, False
         kf = k[feas]
         xnew32 = xn32[feas, kf]
-        bo_f, bn_f, dD_f = bo[feas, kf], bn[feas, kf], dD[feas, kf]
+        bo_f, bn_f, dD_f = b0[feas], bn[feas, kf], dD[feas, kf]
         # --- conflict-free set: the events ranking first (cheapest) in both bins they touch
         order = np.argsort(sc[feas], kind="stable")
         rank = np.empty_like(order)
@@ -365,15 +371,15 @@ class CONSERVAttack(Attack):
         s1 = st.S1[j] + np.cumsum(dlt)
         s2jj = st.S2[j, j] + np.cumsum(ww * (xn_w * xn_w - xo_w * xo_w))
         s2row = st.S2[j][None, :] + np.cumsum(dlt[:, None] * X[ew], 0)
-        muj = s1 / W
-        varj = np.maximum(s2jj / W - muj * muj, 0)
-        cov = s2row / W - muj[:, None] * mu_all[None, :]
-        den = np.sqrt(varj[:, None] * var_all[None, :])
-        with np.errstate(divide="ignore", invalid="ignore"):
+        good = (d_cum < lim["d_total"]) if lim["strict"] else (d_cum <= lim["d_total"])
+        if lim["corr"] != math.inf:  # the published mode has no cumulative correlation limit
+            muj = s1 / W
+            varj = np.maximum(s2jj / W - muj * muj, 0)
+            cov = s2row / W - muj[:, None] * fp["mu_all"][None, :]
+            den = np.sqrt(varj[:, None] * fp["var_all"][None, :])
             row = np.where(den > 0, cov / np.maximum(den, 1e-300), 0.0)
-        e2 = st.E2 + 2 * ((((row - st.C0[j][None, :]) ** 2)[:, not_j]).sum(1) - diff_old)
-        rel = np.sqrt(np.maximum(e2, 0)) / st.c0norm
-        good = ((d_cum < lim["d_total"]) if lim["strict"] else (d_cum <= lim["d_total"])) & (rel < lim["corr"])
+            e2 = st.E2 + 2 * ((((row - st.C0[j][None, :]) ** 2)[:, not_j]).sum(1) - diff_old)
+            good &= np.sqrt(np.maximum(e2, 0)) / st.c0norm < lim["corr"]
         bad = np.nonzero(~good)[0]
         n_ok = len(wi) if len(bad) == 0 else int(bad[0])
         if n_ok == 0:
@@ -381,15 +387,59 @@ class CONSERVAttack(Attack):
         ea = ew[:n_ok]
         x32[ea, j] = xw32[:n_ok]
         X[ea, j] = xn_w[:n_ok]
+        changed = np.concatenate([bn_f[wi[:n_ok]], bo_f[wi[:n_ok]]])
         np.add.at(H, bn_f[wi[:n_ok]], ww[:n_ok])
         np.add.at(H, bo_f[wi[:n_ok]], -ww[:n_ok])
-        st.D[j] = max(float(_jsd_terms(H, q, W).sum()), 0.0)  # exact, removes drift of the sums
+        T[changed] = _jsd_terms(H[changed], q[changed], W)
+        st.D[j] = max(float(T.sum()), 0.0)  # exact, removes drift of the sums
         st.S1[j] = s1[n_ok - 1]
         st.S2[j, :] = s2row[n_ok - 1]
         st.S2[:, j] = s2row[n_ok - 1]
         st.S2[j, j] = s2jj[n_ok - 1]
-        st.C = _corr_from_moments(st.S1, st.S2, W)
-        st.E2 = float(((st.C - st.C0) ** 2).sum())
+        st.update_correlation(j)
         done[feas[wi[:n_ok]]] = True
-        cache["changed"] = np.concatenate([bn_f[wi[:n_ok]], bo_f[wi[:n_ok]]])
+        blk.changed = changed
         return done, infeasible, n_ok < len(wi)
+
+
+class _Block:
+    """A block's pending events for feature j and everything about their candidate moves
+    that does not depend on the state (an event moves at most once per block pass), so that
+    a round only computes what the state changes."""
+
+    _FIELDS = ("e", "xn32", "bn", "moved", "b0", "Q", "b", "b2", "bbQQ", "wd", "wsq", "add", "we", "leave")
+
+    def __init__(self, st: _State, fp: dict, j, e, d, x32, cand, lo32, hi32, integer):
+        self.j, self.e, self.changed = j, e, None
+        x_old32 = x32[e, j]
+        steps = np.ones(1, np.float32) if integer else cand * np.float32(st.std[j])
+        xn32 = x_old32[:, None] + d[:, None] * steps[None, :]
+        if integer:
+            xn32 = np.round(xn32)
+        self.xn32 = np.minimum(np.maximum(xn32, lo32[e, j][:, None]), hi32[e, j][:, None]).astype(np.float32)
+        xo = x_old32.astype(np.float64)[:, None] - st.shift[j]
+        xn = self.xn32.astype(np.float64) - st.shift[j]
+        self.b0 = st.bin_of(xo, j)[:, 0]
+        self.bn = st.bin_of(xn, j)
+        # a move must change the histogram bin (see the module docstring)
+        self.moved = (xn != xo) & (self.bn != self.b0[:, None])
+        we = st.w[e][:, None]
+        W = st.W
+        H, q, T = st.H[j], st.q[j], st.T[j]
+        # column j of Q is multiplied by inv_sd[j] = 0: stale values of X[:, j] do not matter
+        self.Q = st.X[e] * fp["inv_sd"]
+        QQ = (self.Q * self.Q).sum(1)[:, None]
+        delta = xn - xo
+        b = we * delta / W
+        wd = we * delta
+        wsq = we * (xn * xn - xo * xo)
+        add = _jsd_terms(H[self.bn] + we, q[self.bn], W) - T[self.bn]
+        leave = _jsd_terms(H[self.b0] - we[:, 0], q[self.b0], W) - T[self.b0]
+        self.b, self.b2, self.bbQQ, self.wd, self.wsq, self.add = b, 2 * b, b * b * QQ, wd, wsq, add
+        self.we, self.leave = we, leave
+
+    def keep(self, left):
+        """Drop the events with ``left`` False (the order of the rest is kept)."""
+        idx = np.flatnonzero(left)
+        for name in self._FIELDS:
+            setattr(self, name, getattr(self, name).take(idx, axis=0))
