@@ -48,7 +48,7 @@ import awkward as ak
 import numpy as np
 
 from hsaudit.errors import AuditError
-from hsaudit.fourvectors import delta_phi, delta_r  # noqa: F401  (the selection's angular distances)
+from hsaudit.fourvectors import delta_r
 
 # branches read per collection (NanoAOD name = <collection>_<field>)
 MUON_FIELDS = ("pt", "eta", "phi", "mass", "charge", "pfRelIso04_all", "tightId")
@@ -304,12 +304,36 @@ def _doc(array) -> str:
     return ""
 
 
+def _buffer(data) -> np.ndarray:
+    """A layout's buffer as a numpy array (materialising a virtual one)."""
+    return data.materialize() if hasattr(data, "materialize") else np.asarray(data)
+
+
+def _flat_fields(coll, fields) -> tuple[np.ndarray, dict] | None:
+    """(counts, {field: flat values}) straight from the buffers of a list-of-records layout
+    (what ak.num / ak.flatten return, without their per-call dispatch); None for any other
+    layout."""
+    layout = coll.layout
+    if not (isinstance(layout, ak.contents.ListOffsetArray) and isinstance(layout.content, ak.contents.RecordArray)):
+        return None
+    record = layout.content
+    if not all(f in record.fields and isinstance(record.content(f), ak.contents.NumpyArray) for f in fields):
+        return None
+    offsets = _buffer(layout.offsets.data)
+    start, stop = int(offsets[0]), int(offsets[-1])
+    counts = np.diff(offsets).astype(np.int64)
+    return counts, {f: _buffer(record.content(f).data)[start:stop] for f in fields}
+
+
 def _collection(events, name: str, fields, extra=None) -> Collection:
     """Read a collection; ``extra(coll)`` may add derived flat fields (same object order)."""
     coll = events[name]
-    pt = coll["pt"]
-    counts = ak.to_numpy(ak.num(pt, axis=1)).astype(np.int64)
-    flat = {f: ak.to_numpy(ak.flatten(coll[f], axis=1)) for f in fields}
+    fast = _flat_fields(coll, fields)
+    if fast is not None:
+        counts, flat = fast
+    else:
+        counts = ak.to_numpy(ak.num(coll["pt"], axis=1)).astype(np.int64)
+        flat = {f: ak.to_numpy(ak.flatten(coll[f], axis=1)) for f in fields}
     if extra is not None:
         flat.update(extra(coll, flat))
     return _sorted_by_pt(Collection(counts, flat))
