@@ -235,13 +235,41 @@ def attack_is_stochastic(cfg: AnalysisConfig, attack_name: str) -> bool:
     return True if rule is None else bool(rule(attack.settings))
 
 
+def seed_matters(cfg: AnalysisConfig, sample: EventSample, systematic: str, attack_name: str) -> bool:
+    """Does the attack's result depend on its seed on this sample? ``attack_is_stochastic``,
+    except for a nuisance field whose fit sample fits into one minibatch (then every step uses
+    every event: no random numbers are drawn)."""
+    if not attack_is_stochastic(cfg, attack_name):
+        return False
+    attack, objective = make_attack(cfg, attack_name)
+    if attack.name != "nuisance_field":
+        return True
+    rows = attack_rows(sample, cfg, systematic)
+    fit_half = fitting_half(event_keys(sample, rows)) if attack.universal else None
+    # an upper bound of the events the field is fitted on (the objective's class may select fewer)
+    n_fit = int(objective_events(sample, cfg, systematic, rows, objective, fit_half).sum())
+    return n_fit > attack.settings["train_batch_size"]
+
+
+def objective_events(sample: EventSample, cfg: AnalysisConfig, systematic: str, rows: np.ndarray, objective: str,
+                     fit_half: np.ndarray | None) -> np.ndarray:
+    """(len(rows),) bool: the events whose objective an attack optimises (module docstring):
+    the signal-region candidates for ``shift_output``, else all; only the fitting half for a
+    universal attack."""
+    from hsaudit.attack_regions import candidates
+
+    mask = candidates(sample, cfg.signal_region, systematic)[rows] if objective == "shift_output" \
+        else np.ones(len(rows), bool)
+    return mask if fit_half is None else mask & fit_half
+
+
 def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str, systematic: str,
                attack_name: str, calibration=None, seed: int | None = None) -> AttackOutcome:
     """Run one configured attack on every selected event (module docstring). ``calibration``
     (hsaudit.visibility.Calibration of this model) is needed by attacks that keep only
     hidden states (``keep_hidden``); ``seed`` overrides the derived seed (random-control
     ensembles)."""
-    from hsaudit.attack_regions import candidates, regions_after_attack
+    from hsaudit.attack_regions import regions_after_attack
     from hsaudit.attacks.metrics import attack_metrics
 
     attack, objective = make_attack(cfg, attack_name)
@@ -253,9 +281,7 @@ def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str,
     keys = event_keys(sample, rows)
     sr = cfg.signal_region
     fit_half = fitting_half(keys) if attack.universal else None
-    objective_mask = candidates(sample, sr, systematic)[rows] if objective == "shift_output" else np.ones(len(rows), bool)
-    if fit_half is not None:
-        objective_mask = objective_mask & fit_half
+    objective_mask = objective_events(sample, cfg, systematic, rows, objective, fit_half)
     eval_w = evaluation_weights(w, fit_half)
     if seed is None:
         seed = derive_seed(cfg.seed, "attack", model_name, systematic, attack_name)

@@ -107,7 +107,8 @@ def attack_seed_part(cfg: AnalysisConfig, attack: str, spread: dict | None, cont
     from hsaudit.null_stage import control_seed_spread, random_control_name
 
     if spread is not None:
-        return {"sd": spread["sd"], "sd_unc": spread["sd_unc"], "n_seeds": spread["n_seeds"], "stochastic": True}
+        return {"sd": spread["sd"], "sd_unc": spread["sd_unc"], "n_seeds": spread["n_seeds"],
+                "stochastic": spread.get("stochastic", True)}
     if not attack_is_stochastic(cfg, attack):
         return None
     if attack == random_control_name(cfg) and control is not None:

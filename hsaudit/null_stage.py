@@ -143,9 +143,14 @@ def attack_seed_spread(model, sample: EventSample, cfg: AnalysisConfig, model_na
     joins the ensemble (the spread is over the reported seed and the extra ones). Every
     member's impact is the central value of hsaudit.stats.impacts (no bootstrap), each
     judged with its own ``eval_weights`` (the other half for universal attacks)."""
-    from hsaudit.attack_stage import run_attack
+    from hsaudit.attack_stage import run_attack, seed_matters
     from hsaudit.ml.evaluation import predict
 
+    if not seed_matters(cfg, sample, systematic, attack):
+        # no random numbers are drawn on this sample (e.g. a nuisance field fitted in one batch)
+        return {"attack": attack, "n_extra_seeds": 0, "n_seeds": 0, "seeds": [], "reported_bias_mu": None,
+                "biases_mu": [], "sd": 0.0, "sd_unc": 0.0, "stochastic": False,
+                "note": "the result does not depend on the seed on this sample: not rerun"}
     n = attack_seeds(cfg)
     attacked = {} if reported is None else {"reported": reported}
     seeds = []
@@ -163,7 +168,7 @@ def attack_seed_spread(model, sample: EventSample, cfg: AnalysisConfig, model_na
     sd, sd_unc = spread_of(biases)
     return {"attack": attack, "n_extra_seeds": n, "n_seeds": len(biases), "seeds": seeds,
             "reported_bias_mu": None if reported is None else impacts["reported"][1],
-            "biases_mu": biases, "sd": sd, "sd_unc": sd_unc}
+            "biases_mu": biases, "sd": sd, "sd_unc": sd_unc, "stochastic": True}
 
 
 def central_impacts(outputs: dict, sample: EventSample, cfg: AnalysisConfig, attacked: dict) -> dict:

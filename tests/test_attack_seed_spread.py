@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hsaudit.attack_stage import attack_is_stochastic, run_attack
+from hsaudit.attack_stage import attack_is_stochastic, run_attack, seed_matters
 from hsaudit.audit_stage import attack_entry, attack_seed_part, with_seed_part
 from hsaudit.config import load_config
 from hsaudit.errors import AuditError
@@ -32,7 +32,7 @@ ATTACKS = {
     "nuisance_pgd": {"type": "nuisance_pgd", "k": 1.0, "steps": 3},
     "conservattack": {"type": "conservattack", "iterations": 2},
     "adv": {"type": "adversarial_network", "epochs": 1, "hidden": [8]},
-    "field": {"type": "nuisance_field", "inputs": ["tau_pt"], "knots": 4, "steps": 5, "train_batch_size": 64},
+    "field": {"type": "nuisance_field", "inputs": ["tau_pt"], "knots": 4, "steps": 5, "train_batch_size": 32},
 }
 
 
@@ -104,13 +104,33 @@ def test_stochastic_attacks_are_the_seeded_ones(setup):
 @pytest.mark.parametrize("attack", ["fgsm", "pgd_fixed", "nuisance_pgd", "conservattack"])
 def test_deterministic_attack_has_exactly_zero_spread(setup, attack):
     cfg, sample, model = setup
-    reported = run_attack(model, sample, cfg, "m", "tau_es", attack)
-    result = attack_seed_spread(model, sample, cfg, "m", "tau_es", attack, variant_outputs(model, sample), reported=(
-        reported.rows, predict(model, reported.x_adv), reported.regions, reported.eval_weights))
-    assert result["n_seeds"] == 3 and len(set(result["biases_mu"])) == 1
-    assert result["sd"] == 0.0 and result["sd_unc"] == 0.0
-    # and the attack moved something: a zero spread is not a zero attack
-    assert abs(result["biases_mu"][0]) > 0
+    assert not seed_matters(cfg, sample, "tau_es", attack)
+    result = attack_seed_spread(model, sample, cfg, "m", "tau_es", attack, variant_outputs(model, sample))
+    assert result["n_seeds"] == 0 and result["sd"] == 0.0 and result["sd_unc"] == 0.0
+    assert result["stochastic"] is False
+    # the classification holds: other seeds give the same events and the same impact, and
+    # the attack moved something (a zero spread is not a zero attack)
+    outs = [run_attack(model, sample, cfg, "m", "tau_es", attack, seed=s) for s in (1, 2, 12345)]
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o.x_adv, outs[0].x_adv)
+    biases = [direct_bias(model, sample, cfg, o) for o in outs]
+    assert spread_of(biases) == (0.0, 0.0) and abs(biases[0]) > 0
+
+
+def test_nuisance_field_fitted_in_one_batch_is_not_rerun(setup):
+    cfg, sample, model = setup
+    # "field" has train_batch_size 32 (random minibatches); with a batch larger than its fit
+    # sample every step uses every event, so the seed does not matter and nothing is rerun
+    assert seed_matters(cfg, sample, "tau_es", "field")
+    one_batch = dataclasses.replace(cfg, attacks={**cfg.attacks, "field": {**ATTACKS["field"],
+                                                                             "train_batch_size": 100000}})
+    assert attack_is_stochastic(one_batch, "field") and not seed_matters(one_batch, sample, "tau_es", "field")
+    result = attack_seed_spread(model, sample, one_batch, "m", "tau_es", "field", variant_outputs(model, sample))
+    assert result["n_seeds"] == 0 and result["sd"] == 0.0 and result["stochastic"] is False
+    # and indeed two seeds give the same events
+    a = run_attack(model, sample, one_batch, "m", "tau_es", "field", seed=1)
+    b = run_attack(model, sample, one_batch, "m", "tau_es", "field", seed=2)
+    np.testing.assert_array_equal(a.x_adv, b.x_adv)
 
 
 @pytest.mark.parametrize("attack", ["pgd", "adv", "random"])
