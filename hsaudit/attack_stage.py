@@ -264,11 +264,13 @@ def objective_events(sample: EventSample, cfg: AnalysisConfig, systematic: str, 
 
 
 def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str, systematic: str,
-               attack_name: str, calibration=None, seed: int | None = None) -> AttackOutcome:
+               attack_name: str, calibration=None, seed: int | None = None,
+               nn_nominal: np.ndarray | None = None) -> AttackOutcome:
     """Run one configured attack on every selected event (module docstring). ``calibration``
     (hsaudit.visibility.Calibration of this model) is needed by attacks that keep only
     hidden states (``keep_hidden``); ``seed`` overrides the derived seed (random-control
-    ensembles)."""
+    ensembles); ``nn_nominal``: the model's nominal NN output of every row (hsaudit.nn_outputs;
+    predicted when not given)."""
     from hsaudit.attack_regions import regions_after_attack
     from hsaudit.attacks.metrics import attack_metrics
 
@@ -287,7 +289,8 @@ def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str,
         seed = derive_seed(cfg.seed, "attack", model_name, systematic, attack_name)
 
     monitor = None if calibration is None else hidden_monitor(model, sample, rows, cfg, systematic, calibration,
-                                                                 w if fit_half is None else np.where(fit_half, 2.0 * w, 0.0))
+                                                                 w if fit_half is None else np.where(fit_half, 2.0 * w, 0.0),
+                                                                 nn_nominal)
 
     result = attack.attack(model, x, envelope, objective=objective, labels=y, weights=w, seed=seed,
                            objective_mask=objective_mask, event_keys=keys, monitor=monitor)
@@ -308,13 +311,14 @@ def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str,
 
 
 def hidden_monitor(model, sample: EventSample, rows: np.ndarray, cfg: AnalysisConfig, systematic: str, calibration,
-                   monitor_weights: np.ndarray):
+                   monitor_weights: np.ndarray, nn_nominal: np.ndarray | None = None):
     """The monitor of ``keep_hidden``: x_candidate -> hidden? judged with ``monitor_weights``
     (twice the weight on the fitting half, zero elsewhere), so that the final verdict, on the
     other half, is on statistics the attack did not select on."""
     from hsaudit.calibration_stage import nominal_outputs
 
-    nn_nominal = nominal_outputs(model, sample)
+    if nn_nominal is None:
+        nn_nominal = nominal_outputs(model, sample)
 
     def monitor(x_candidate) -> bool:
         return visibility(model, sample, rows, x_candidate, cfg, systematic, calibration, monitor_weights,
@@ -424,9 +428,10 @@ def published_thresholds(cfg: AnalysisConfig) -> dict:
 
 def validate_attack(model, sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, cfg: AnalysisConfig,
                     systematic: str, calibration, regions_after: dict[str, np.ndarray] | None = None,
-                    eval_weights: np.ndarray | None = None) -> dict:
+                    eval_weights: np.ndarray | None = None, nn_nominal: np.ndarray | None = None) -> dict:
     """The calibrated visibility of an attack result (``hidden``, ``power``) and the
-    published statistics, with the NN outputs of the attacked rows before and after."""
+    published statistics, with the NN outputs of the attacked rows before and after
+    (``nn_nominal``: the model's nominal output of every row, predicted when not given)."""
     from hsaudit.attack_regions import regions_after_attack
     from hsaudit.ml.evaluation import predict
 
@@ -434,10 +439,12 @@ def validate_attack(model, sample: EventSample, rows: np.ndarray, x_adv: np.ndar
         regions_after = regions_after_attack(sample, rows, x_adv, cfg, systematic)
     if eval_weights is None:
         eval_weights = sample.weight[rows].astype(np.float64)
+    # both predicted on the same rows in the same batches: an event the attack did not move has
+    # exactly its nominal output (the KS statistics are sensitive to last-bit differences of ties)
     p_nom = predict(model, sample.X[NOMINAL][rows])
     p_adv = predict(model, x_adv)
     result = visibility(model, sample, rows, x_adv, cfg, systematic, calibration, eval_weights, regions_after,
-                        nn_attacked=p_adv)
+                        nn_nominal=nn_nominal, nn_attacked=p_adv)
     result["published"] = published_checks(sample, rows, x_adv, cfg, systematic, regions_after, eval_weights,
                                            p_nom, p_adv)
     result["outputs_nominal"] = p_nom

@@ -96,13 +96,6 @@ def flat_metrics(metrics: dict) -> dict:
     return flat
 
 
-def variant_outputs(network, sample) -> dict:
-    """{variant: (N,) NN output} of every variant (NaN where features cannot be computed)."""
-    from hsaudit.ml.evaluation import outputs_per_variant
-
-    return outputs_per_variant(network, {v: sample.X[v] for v in sample.variants}, invalid="nan")
-
-
 # ------------------------------------------------------------------------------ figures
 def figure_impacts(summary_models: dict, directory: Path, style=None) -> list[dict]:
     from hsaudit import plotting
@@ -236,10 +229,9 @@ def model_figures(cfg, mname: str, inputs, model_summary: dict, sample, outputs:
     attack's feature and correlation change, the NN output per region with the standard bands
     and the attacked total. ``inputs``: hsaudit.audit_stage.ModelInputs."""
     from hsaudit.attacks.checks import correlation_matrix
-    from hsaudit.ml.evaluation import predict, significance_curve
+    from hsaudit.ml.evaluation import significance_curve
     from hsaudit.tables import NOMINAL
 
-    model = inputs.network
     results = inputs.toys
     figures = []
     systs = model_summary["systematics"]
@@ -292,11 +284,11 @@ def model_figures(cfg, mname: str, inputs, model_summary: dict, sample, outputs:
         sample.features, float(cfg.checks.get("correlation_rel_max", 0.006)), report_dir, style))
 
     # NN output per process in each region, with the standard bands and the attacked total
-    with np.load(inputs.attacks[(first, attack)].events_path) as f:
-        all_rows, all_x, all_regions = f["rows"], f["x_adv"], _regions_from(f)
+    with np.load(inputs.attacks[(first, attack)].outputs_path) as f:
+        all_rows, all_attacked, all_regions = f["rows"], f["attacked"], _regions_from(f)
         all_ew = f["eval_weights"] if "eval_weights" in f.files else sample.weight[all_rows]
     attacked_out = outputs[NOMINAL].copy()
-    attacked_out[all_rows] = predict(model, all_x)
+    attacked_out[all_rows] = all_attacked
     attacked_w = sample.weight.astype(np.float64).copy()
     attacked_w[all_rows] = all_ew
     signal = [n for d, n in enumerate(sample.datasets) if (sample.y[sample.dataset == d] == 1).any()]

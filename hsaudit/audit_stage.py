@@ -37,7 +37,7 @@ class AttackFiles:
 
 @dataclass
 class ModelInputs:
-    network: object              # the trained torch module
+    nn_outputs: dict             # {variant: (N,) NN output} (EvaluateModel's nn_outputs.npz)
     evaluation: dict             # evaluation.json
     likelihood: dict             # likelihood.json
     workspace: dict              # workspace.json (pyhf)
@@ -160,7 +160,7 @@ def assemble(cfg: AnalysisConfig, sample: EventSample, models: dict[str, ModelIn
     settings = verdict_settings(cfg)
     out, figures = {}, []
     for mname, m in models.items():
-        outputs = audit.variant_outputs(m.network, sample)
+        outputs = m.nn_outputs
         lk = m.likelihood
         model = Model(lk["spec"])
         toys = m.toys

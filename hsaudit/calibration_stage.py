@@ -45,27 +45,27 @@ def nominal_outputs(model, sample: EventSample) -> np.ndarray:
     return outputs_per_variant(model, {NOMINAL: sample.X[NOMINAL]}, invalid="nan")[NOMINAL]
 
 
-def calibrate_model(model, sample: EventSample, cfg: AnalysisConfig, model_name: str):
-    """(Calibration, JSON-ready summary) of the model's visibility test."""
+def calibrate_model(outputs: dict, sample: EventSample, cfg: AnalysisConfig, model_name: str):
+    """(Calibration, JSON-ready summary) of the model's visibility test; ``outputs``: the
+    model's NN outputs per variant (hsaudit.nn_outputs)."""
     from hsaudit.visibility import build_looks, calibrate
 
     settings = visibility_settings(cfg)
     regions = {r: sample.region[(r, NOMINAL)] for r in sample.regions}
     control = [r for r in sample.regions if r != cfg.signal_region]
-    outputs = nominal_outputs(model, sample)
     looks = build_looks(sample.X[NOMINAL], sample.weight, regions, sample.features, control, settings,
-                        nn_output=outputs)
+                        nn_output=outputs[NOMINAL])
     calibration = calibrate(looks, sample.X[NOMINAL], sample.weight, regions, settings,
-                            derive_seed(cfg.seed, "calibration", model_name), nn_output=outputs)
+                            derive_seed(cfg.seed, "calibration", model_name), nn_output=outputs[NOMINAL])
     summary = calibration.summary()
-    summary["standard_power"] = standard_shift_powers(model, sample, calibration)
+    summary["standard_power"] = standard_shift_powers(outputs, sample, calibration)
     return calibration, summary
 
 
-def standard_shift_powers(model, sample: EventSample, calibration) -> dict:
+def standard_shift_powers(outputs: dict, sample: EventSample, calibration) -> dict:
     """{systematic: {"up": power, "down": power, "up_unc", "down_unc", "most_visible": ...}}
-    for every shift systematic: the standard variant judged like an attack."""
-    from hsaudit.ml.evaluation import outputs_per_variant
+    for every shift systematic: the standard variant judged like an attack (``outputs``: NN
+    outputs per variant)."""
 
     out = {}
     for syst in sample.shift_names():
@@ -73,9 +73,7 @@ def standard_shift_powers(model, sample: EventSample, calibration) -> dict:
         for direction in ("up", "down"):
             variant = f"{syst}_{direction}"
             regions = {r: sample.region[(r, variant)] for r in sample.regions}
-            nn = None
-            if looks_use_nn_output(calibration.looks):
-                nn = outputs_per_variant(model, {variant: sample.X[variant]}, invalid="nan")[variant]
+            nn = outputs[variant] if looks_use_nn_output(calibration.looks) else None
             shift = calibration.looks.shift(sample.X[variant], regions, nn_output_shifted=nn)
             result = calibration.power(shift)
             entry[direction] = float(result.power)

@@ -78,13 +78,12 @@ def test_mask(sample: EventSample, cfg: AnalysisConfig, model_name: str) -> np.n
     return split_by_event_id(sample.event_id, settings.split_fractions, settings.split_salt) == TEST
 
 
-def evaluate(model, sample: EventSample, cfg: AnalysisConfig, model_name: str, bins: int = 20) -> dict:
-    """Everything EvaluateModel reports, as JSON-friendly numbers and arrays."""
+def evaluate(outputs: dict, sample: EventSample, cfg: AnalysisConfig, model_name: str, bins: int = 20) -> dict:
+    """Everything EvaluateModel reports, as JSON-friendly numbers and arrays, from the
+    model's NN outputs ({variant: (N,) outputs}, hsaudit.nn_outputs)."""
     test = test_mask(sample, cfg, model_name)
     if not test.any():
         raise AuditError("the test split is empty: increase the number of events or the test fraction")
-    outputs = evaluation.outputs_per_variant(
-        model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
     nominal = outputs[NOMINAL]
     w_sel = sample.variant_weight(NOMINAL)
     t = test & sample.selected(NOMINAL)

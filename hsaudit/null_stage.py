@@ -31,6 +31,7 @@ from hsaudit.config import AnalysisConfig
 from hsaudit.errors import AuditError
 from hsaudit.samples import EventSample
 from hsaudit.seeds import derive_seed
+from hsaudit.tables import NOMINAL
 
 DEFAULT_NULL_SEEDS = 20
 DEFAULT_ATTACK_SEEDS = 3
@@ -77,16 +78,16 @@ def random_control_name(cfg: AnalysisConfig) -> str:
 
 
 def random_control(model, sample: EventSample, cfg: AnalysisConfig, model_name: str, systematic: str,
-                   calibration) -> dict:
+                   calibration, outputs: dict) -> dict:
     """Per seed: power, hidden and the attacked events' NN outputs turned into an impact on
-    mu (Asimov fit with the nominal model, hsaudit.stats.impacts); and the hidden rate."""
+    mu (Asimov fit with the nominal model, hsaudit.stats.impacts); and the hidden rate.
+    ``outputs``: the model's NN outputs per variant (hsaudit.nn_outputs)."""
     from hsaudit.attack_stage import run_attack, visibility
-    from hsaudit.calibration_stage import nominal_outputs
     from hsaudit.ml.evaluation import predict
 
     n = null_seeds(cfg)
     name = random_control_name(cfg)
-    nn_nominal = nominal_outputs(model, sample)
+    nn_nominal = outputs[NOMINAL]
     seeds, attacked = [], {}
     for k in range(n):
         seed = derive_seed(cfg.seed, "random-control", model_name, systematic, k)
@@ -96,7 +97,7 @@ def random_control(model, sample: EventSample, cfg: AnalysisConfig, model_name: 
         seeds.append({"seed": seed, "power": vis["power"], "power_unc": vis["power_unc"], "hidden": vis["hidden"],
                       "output_shift_wasserstein": float(outcome.metrics["output_shift"]["wasserstein"])})
         attacked[f"seed{k}"] = (outcome.rows, predict(model, outcome.x_adv), outcome.regions, outcome.eval_weights)
-    impacts = null_impacts(model, sample, cfg, attacked)
+    impacts = null_impacts(outputs, sample, cfg, attacked)
     for k, entry in enumerate(seeds):
         entry["impact_mu"], entry["bias_mu"] = impacts[f"seed{k}"]
     hidden = np.array([s["hidden"] for s in seeds])
@@ -106,13 +107,11 @@ def random_control(model, sample: EventSample, cfg: AnalysisConfig, model_name: 
             "impacts_mu": [s["impact_mu"] for s in seeds]}
 
 
-def null_impacts(model, sample: EventSample, cfg: AnalysisConfig, attacked: dict) -> dict:
+def null_impacts(outputs: dict, sample: EventSample, cfg: AnalysisConfig, attacked: dict) -> dict:
     """{name: (|bias|, signed bias)} of each attacked ensemble member, Asimov fits of the
     nominal model (no bootstrap: the null's spread over seeds is its uncertainty)."""
-    from hsaudit.ml.evaluation import outputs_per_variant
     from hsaudit.stats.impacts import AttackedEvents, impacts_with_uncertainty
 
-    outputs = outputs_per_variant(model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
     events = {k: AttackedEvents(rows=r, attacked_outputs=o, regions_after=g, eval_weights=e)
               for k, (r, o, g, e) in attacked.items()}
     table = impacts_with_uncertainty(outputs, sample, cfg, events, n_replicas=0,

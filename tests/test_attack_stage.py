@@ -11,6 +11,7 @@ import torch
 from hsaudit.attack_stage import (attack_rows, evaluation_weights, fitting_half, event_keys, run_attack,
                                    validate_attack, visibility)
 from hsaudit.calibration_stage import calibrate_model
+from hsaudit.nn_outputs import NNOutputs
 from hsaudit.config import load_config
 from hsaudit.errors import AuditError
 from hsaudit.ml.models import MLP
@@ -62,7 +63,7 @@ def synthetic(n=4000, seed=3):
 def setup():
     torch.set_num_threads(1)
     cfg, s, model = synthetic()
-    calibration, summary = calibrate_model(model, s, cfg, "m")
+    calibration, summary = calibrate_model(NNOutputs.compute(model, s).as_dict(), s, cfg, "m")
     return cfg, s, model, calibration, summary
 
 

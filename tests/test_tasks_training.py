@@ -27,6 +27,15 @@ def test_every_model_is_trained_and_evaluated(evaluated):
         assert set(hists) == {"signal", "control_same_sign", "control_high_mt"}
         assert {"nominal", "tau_es_up", "tau_es_down"} <= set(hists["signal"])
         assert set(ev["background_spread_signal_region"]) >= {"tau_es", "jet_es", "muon_es", "met_uncl"}
+    # the NN outputs of every variant, saved once for every later stage, one column per variant
+    from hsaudit.nn_outputs import NNOutputs
+
+    for path in evals:
+        outputs = NNOutputs.load(path.parent / "nn_outputs.npz")
+        assert {"nominal", "tau_es_up", "tau_es_down"} <= set(outputs.columns)
+        nominal = outputs["nominal"]
+        assert nominal.dtype == np.float32 and np.isfinite(nominal).mean() > 0.9
+        assert np.all((nominal[np.isfinite(nominal)] >= 0) & (nominal[np.isfinite(nominal)] <= 1))
     models = sorted((evaluated / "TrainModel" / "ci" / "t").rglob("model.json"))
     assert len(models) == 2
     for m in models:

@@ -15,7 +15,8 @@ import numpy as np
 
 from hsaudit.attack_stage import region_arrays, regions_from_arrays
 from hsaudit.tasks.base import AuditWorkflow, atomic_path, short_hash, write_json_atomic
-from hsaudit.tasks.training import TrainedModelWorkflow, TrainModel, load_sample
+from hsaudit.tables import NOMINAL
+from hsaudit.tasks.training import EvaluatedModelWorkflow, EvaluateModel, TrainModel, load_nn_outputs, load_sample
 
 
 # the audit settings an attack's result depends on (the lists of systematics and attacks, the
@@ -40,7 +41,7 @@ def model_sample_calibration(task):
     return model, sample, load_calibration(inputs["calibration"]["calibration"])
 
 
-class CalibrateChecks(TrainedModelWorkflow):
+class CalibrateChecks(EvaluatedModelWorkflow):
     """Per model: the data-visibility test calibrated on pseudo-data drawn from the nominal
     simulation at the analysis luminosity (threshold of the global test, false-alarm rates),
     and the power of every standard +-1 sigma shift."""
@@ -55,11 +56,10 @@ class CalibrateChecks(TrainedModelWorkflow):
 
     def run(self):
         from hsaudit.calibration_stage import calibrate_model
-        from hsaudit.ml.modelio import load_model
 
         sample = load_sample(self)
-        model, _ = load_model(self.input()["model"].path, available_features=sample.features)
-        calibration, summary = calibrate_model(model, sample, self.cfg, self.model_name)
+        outputs = load_nn_outputs(self.input()["nn_outputs"], sample)
+        calibration, summary = calibrate_model(outputs, sample, self.cfg, self.model_name)
         out = self.output()
         with atomic_path(out["calibration"], suffix=".npz") as tmp:
             calibration.save(tmp)
@@ -168,6 +168,7 @@ class ValidateAttack(AttackBranches):
     def requires(self):
         return {"attack": AttackSystematic.req(self, branch=self.branch),
                 "model": TrainModel.req(self, branch=self.model_branch()),
+                "evaluation": EvaluateModel.req(self, branch=self.model_branch()),
                 "calibration": CalibrateChecks.req(self, branch=self.model_branch())}
 
     def output(self):
@@ -186,7 +187,9 @@ class ValidateAttack(AttackBranches):
         with np.load(inputs["attack"]["events"].path) as f:
             rows, x_adv, regions = f["rows"], f["x_adv"], regions_from_arrays(f)
             eval_w = f["eval_weights"] if "eval_weights" in f.files else None
-        result = validate_attack(model, sample, rows, x_adv, self.cfg, b["systematic"], calibration, regions, eval_w)
+        nn = load_nn_outputs(inputs["evaluation"]["nn_outputs"], sample)
+        result = validate_attack(model, sample, rows, x_adv, self.cfg, b["systematic"], calibration, regions, eval_w,
+                                 nn_nominal=nn[NOMINAL])
         outputs = self.output()
         with atomic_path(outputs["outputs"], suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
@@ -221,6 +224,7 @@ class RandomControl(AuditWorkflow):
 
     def requires(self):
         return {"model": TrainModel.req(self, branch=self.model_branch()),
+                "evaluation": EvaluateModel.req(self, branch=self.model_branch()),
                 "calibration": CalibrateChecks.req(self, branch=self.model_branch())}
 
     def output(self):
@@ -241,7 +245,8 @@ class RandomControl(AuditWorkflow):
 
         b = self.branch_data
         model, sample, calibration = model_sample_calibration(self)
-        result = random_control(model, sample, self.cfg, b["model"], b["systematic"], calibration)
+        outputs = load_nn_outputs(self.input()["evaluation"]["nn_outputs"], sample)
+        result = random_control(model, sample, self.cfg, b["model"], b["systematic"], calibration, outputs)
         write_json_atomic(self.output(), {**b, **result})
         self.publish_message(f"{b['model']}/{b['systematic']}: random control hidden in "
                              f"{result['hidden_rate']:.2f} of {result['n_seeds']} seeds")
@@ -280,6 +285,7 @@ class AttackSeedSpread(AttackBranches):
 
     def requires(self):
         return {"model": TrainModel.req(self, branch=self.model_branch()),
+                "evaluation": EvaluateModel.req(self, branch=self.model_branch()),
                 "calibration": CalibrateChecks.req(self, branch=self.model_branch()),
                 "reported": ValidateAttack.req(self, branch=self.attack_branch())}
 
@@ -292,12 +298,11 @@ class AttackSeedSpread(AttackBranches):
         return self.local_target(*self.branch_dir(), h, "seed_spread.json")
 
     def run(self):
-        from hsaudit.ml.evaluation import outputs_per_variant
         from hsaudit.null_stage import attack_seed_spread
 
         b = self.branch_data
         model, sample, calibration = model_sample_calibration(self)
-        outputs = outputs_per_variant(model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
+        outputs = load_nn_outputs(self.input()["evaluation"]["nn_outputs"], sample)
         with np.load(self.input()["reported"]["outputs"].path) as f:
             reported = (f["rows"], f["attacked"], regions_from_arrays(f),
                         f["eval_weights"] if "eval_weights" in f.files else None)

@@ -14,7 +14,7 @@ from hsaudit.tasks.attacks import (AttackBranches, AttackSeedSpread, AttackSyste
 from hsaudit.tasks.base import AuditTask, atomic_directory, short_hash
 from hsaudit.tasks.fits import BuildLikelihood, MeasureImpacts, PseudoExperiments
 from hsaudit.tasks.data import MergeFeatures
-from hsaudit.tasks.training import EvaluateModel, TrainModel, load_sample
+from hsaudit.tasks.training import EvaluateModel, TrainModel, load_nn_outputs, load_sample
 
 
 def _json(target) -> dict:
@@ -88,11 +88,8 @@ class AttackAudit(AuditTask):
         """The outputs of every stage for model ``mname``, as hsaudit.audit_stage.ModelInputs
         (``maps``: the branch maps of the toys, attacks, random controls and seed spreads)."""
         from hsaudit.audit_stage import AttackFiles, ModelInputs
-        from hsaudit.ml.modelio import load_model
         from hsaudit.stats.toys import ToyResult, merge
 
-        network, _ = load_model(inputs["models"]["collection"].targets[mi]["model"].path,
-                                available_features=sample.features)
         lk = inputs["likelihood"]["collection"].targets[mi]
         chunks: dict = {}
         toy_targets = inputs["toys"]["collection"].targets
@@ -116,8 +113,8 @@ class AttackAudit(AuditTask):
         spread = {(b["systematic"], b["attack"]): _json(inputs["spread"]["collection"].targets[i])
                   for i, b in maps["spread"].items() if b["model"] == mname}
         return ModelInputs(
-            network=network,
-            evaluation=_json(inputs["evaluation"]["collection"].targets[mi]),
+            nn_outputs=load_nn_outputs(inputs["evaluation"]["collection"].targets[mi]["nn_outputs"], sample),
+            evaluation=_json(inputs["evaluation"]["collection"].targets[mi]["evaluation"]),
             likelihood=_json(lk["likelihood"]), workspace=_json(lk["workspace"]),
             toys={sc: merge(c) for sc, c in chunks.items()},
             calibration=_json(inputs["calibration"]["collection"].targets[mi]["summary"]),

@@ -13,7 +13,7 @@ from hsaudit.errors import AuditError
 from hsaudit.seeds import derive_seed
 from hsaudit.tasks.attacks import AttackBranches, ValidateAttack
 from hsaudit.tasks.base import AuditWorkflow, atomic_path, short_hash, write_json_atomic
-from hsaudit.tasks.training import ModelWorkflow, TrainedModelWorkflow, TrainModel, load_sample
+from hsaudit.tasks.training import EvaluatedModelWorkflow, EvaluateModel, ModelWorkflow, load_nn_outputs, load_sample
 
 
 def _json_ready(obj):
@@ -28,7 +28,7 @@ def _json_ready(obj):
     return obj
 
 
-class BuildLikelihood(TrainedModelWorkflow):
+class BuildLikelihood(EvaluatedModelWorkflow):
     """Per model: binned likelihood from NN-output templates (pyhf workspace exported) and the
     expected yields of the nominal and standard +-1 sigma scenarios."""
 
@@ -42,13 +42,10 @@ class BuildLikelihood(TrainedModelWorkflow):
 
     def run(self):
         from hsaudit.fit_stage import build_likelihood, row_table
-        from hsaudit.ml.evaluation import outputs_per_variant
-        from hsaudit.ml.modelio import load_model
         from hsaudit.stats.model import Model
 
         sample = load_sample(self)
-        model, _ = load_model(self.input()["model"].path, available_features=sample.features)
-        outputs = outputs_per_variant(model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
+        outputs = load_nn_outputs(self.input()["nn_outputs"], sample)
         lk = build_likelihood(outputs, sample, self.cfg)
         model_ = Model(lk["spec"])
         workspace = model_.to_pyhf_workspace(observed=model_.concat_channels(lk["truths"]["nominal"]))
@@ -168,7 +165,7 @@ class MeasureImpacts(ModelWorkflow):
 
     def workflow_requires(self):
         reqs = super().workflow_requires()
-        reqs["models"] = TrainModel.req(self, branch=-1)
+        reqs["evaluations"] = EvaluateModel.req(self, branch=-1)
         reqs["attacks"] = ValidateAttack.req(self, branch=-1)
         return reqs
 
@@ -177,7 +174,7 @@ class MeasureImpacts(ModelWorkflow):
         return {i: b for i, b in bm.items() if b["model"] == self.model_name}
 
     def requires(self):
-        reqs = {"model": TrainModel.req(self, branch=self.branch)}
+        reqs = {"evaluation": EvaluateModel.req(self, branch=self.branch)}
         reqs.update({f"attack{i}": ValidateAttack.req(self, branch=i) for i in self._attack_branches()})
         return reqs
 
@@ -188,15 +185,12 @@ class MeasureImpacts(ModelWorkflow):
         return self.local_target(self.model_name, h, "impacts.json")
 
     def run(self):
-        from hsaudit.ml.evaluation import outputs_per_variant
-        from hsaudit.ml.modelio import load_model
         from hsaudit.stats.impacts import AttackedEvents, impacts_with_uncertainty
         from hsaudit.attack_stage import regions_from_arrays
 
         sample = load_sample(self)
         inputs = self.input()
-        model, _ = load_model(inputs["model"]["model"].path, available_features=sample.features)
-        outputs = outputs_per_variant(model, {v: sample.X[v] for v in sample.variants}, invalid="nan")
+        outputs = load_nn_outputs(inputs["evaluation"]["nn_outputs"], sample)
         events = {}
         for i, b in self._attack_branches().items():
             with np.load(inputs[f"attack{i}"]["outputs"].path) as f:

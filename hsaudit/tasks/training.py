@@ -95,8 +95,9 @@ class TrainModel(ModelWorkflow):
 
 
 class EvaluateModel(ModelWorkflow):
-    """NN outputs for nominal and every shifted variant: ROC and AUC, relative discovery
-    significance, NN-output histograms per region and variant."""
+    """NN outputs for nominal and every shifted variant, computed once and saved for every
+    later stage (hsaudit.nn_outputs); ROC and AUC, relative discovery significance, NN-output
+    histograms per region and variant."""
 
     def workflow_requires(self):
         reqs = super().workflow_requires()
@@ -107,18 +108,24 @@ class EvaluateModel(ModelWorkflow):
         return TrainModel.req(self, branch=self.branch)
 
     def output(self):
-        return self.local_target(self.model_name, self.model_hash(), "evaluation.json")
+        h = self.model_hash()
+        return {"evaluation": self.local_target(self.model_name, h, "evaluation.json"),
+                "nn_outputs": self.local_target(self.model_name, h, "nn_outputs.npz")}
 
     def run(self):
         from hsaudit.classifier_stage import evaluate
         from hsaudit.ml.modelio import load_model
+        from hsaudit.nn_outputs import NNOutputs
 
         sample = load_sample(self)
         model, _ = load_model(self.input()["model"].path, available_features=sample.features)
-        result = evaluate(model, sample, self.cfg, self.model_name)
+        outputs = NNOutputs.compute(model, sample)
+        result = evaluate(outputs.as_dict(), sample, self.cfg, self.model_name)
         if result["auc"] != result["auc"]:
             raise AuditError(f"model '{self.model_name}': AUC is undefined (one class missing in the test split)")
-        write_json_atomic(self.output(), result)
+        out = self.output()
+        outputs.save(out["nn_outputs"].path)
+        write_json_atomic(out["evaluation"], result)
         self.publish_message(f"model {self.model_name}: AUC {result['auc']:.4f}")
 
 
@@ -132,3 +139,23 @@ class TrainedModelWorkflow(ModelWorkflow):
 
     def requires(self):
         return TrainModel.req(self, branch=self.branch)
+
+
+class EvaluatedModelWorkflow(ModelWorkflow):
+    """A per-model workflow whose branch needs its model's NN outputs (EvaluateModel)."""
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["evaluations"] = EvaluateModel.req(self, branch=-1)
+        return reqs
+
+    def requires(self):
+        return EvaluateModel.req(self, branch=self.branch)
+
+
+def load_nn_outputs(target, sample):
+    """The NN outputs EvaluateModel saved (``target``: its "nn_outputs" output), checked
+    against ``sample``, as {variant: (N,) outputs}."""
+    from hsaudit.nn_outputs import NNOutputs
+
+    return NNOutputs.load(target.path, sample).as_dict()
