@@ -161,7 +161,7 @@ class AttackContext:
     target: torch.Tensor  # (N,) bool: events the objective is about (== attacked unless universal)
     labels: torch.Tensor | None
     weights: torch.Tensor
-    keys: np.ndarray
+    keys: np.ndarray | None  # None: hashed from ``key_features`` when first needed
     seed: int
     objective: str
     envelope: Envelope
@@ -169,6 +169,9 @@ class AttackContext:
     # optional judge of a whole result: callable(x_adv (N, F) numpy) -> True when the
     # audit's checks would call it hidden (used by population attacks that support it)
     monitor: object = None
+    # (N, F) CPU features whose row hashes are the keys when ``keys`` is None (most attacks
+    # draw no random numbers, so the hash is only computed for those that do)
+    key_features: torch.Tensor | None = None
 
     def rows(self, idx: torch.Tensor) -> "AttackContext":
         idx_cpu = idx.cpu()
@@ -177,8 +180,10 @@ class AttackContext:
             self.model, self.device, self.x[idx], self.lower[idx], self.upper[idx], self.integer,
             self.nominal[idx], self.up_shift[idx], self.down_shift[idx], self.sign[idx], self.attacked[idx],
             self.target[idx],
-            None if self.labels is None else self.labels[idx], self.weights[idx], self.keys[idx_cpu.numpy()],
+            None if self.labels is None else self.labels[idx], self.weights[idx],
+            None if self.keys is None else self.keys[idx_cpu.numpy()],
             self.seed, self.objective, self.envelope, self.feature_names,
+            key_features=None if self.key_features is None else self.key_features[idx_cpu],
         )
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,6 +194,8 @@ class AttackContext:
         return self.sign * model_logits(self.model, x)
 
     def uniform(self, stream: int) -> torch.Tensor:
+        if self.keys is None:  # a row-wise hash: the same keys as hashing all events and taking rows
+            self.keys = event_keys_from_features(self.key_features)
         return torch.from_numpy(counter_uniform(self.keys, self.seed, stream, self.x.shape[1])).to(self.device)
 
 
@@ -383,8 +390,9 @@ class Attack:
             if om is not None:
                 target = target & om.to(torch.bool)
             attacked = m.clone()
+        key_features = None
         if event_keys is None:
-            keys = event_keys_from_features(envelope.nominal)
+            keys, key_features = None, envelope.nominal.detach().cpu()
         else:
             keys = np.asarray(event_keys)
             if keys.shape != (n,) or not np.issubdtype(keys.dtype, np.integer):
@@ -396,7 +404,7 @@ class Attack:
             model, dev, x.to(dev), envelope.lower.to(dev), envelope.upper.to(dev), envelope.integer.to(dev),
             envelope.nominal.to(dev), envelope.up_shift.to(dev), envelope.down_shift.to(dev), sign.to(dev),
             attacked.to(dev), target.to(dev), None if lab is None else lab.to(dev), w.to(dev), keys, seed, objective, envelope,
-            envelope.feature_names, monitor,
+            envelope.feature_names, monitor, key_features,
         )
         x_adv = x.to(dev).clone()
         info: dict = {}
@@ -409,7 +417,9 @@ class Attack:
                     parts = []
                     for i in range(0, len(idx_all), s["batch_size"]):
                         idx = idx_all[i:i + s["batch_size"]]
-                        xa, inf_c, ext_c = self.run(ctx.rows(idx), s)
+                        # one chunk of every event: the context itself, no copies of its rows
+                        sub = ctx if len(idx) == n else ctx.rows(idx)
+                        xa, inf_c, ext_c = self.run(sub, s)
                         x_adv[idx.to(dev)] = xa.detach()
                         parts.append((idx, inf_c, ext_c))
                     info, extra = self.merge_chunks(parts, n, dev)
