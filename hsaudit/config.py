@@ -269,7 +269,8 @@ def load_config(name_or_path: str | os.PathLike = "demo") -> AnalysisConfig:
     except OSError as err:
         raise AuditError(f"{_show(path)}: cannot read the configuration file ({err.strerror or err})") from None
     try:
-        raw = yaml.safe_load(text)
+        # libyaml's safe loader when available: the same documents, ten times faster
+        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as err:
         one_line = " ".join(str(err).split())
         raise AuditError(f"{_show(path)}: not valid YAML: {one_line}") from None

@@ -56,10 +56,12 @@ class NanoAODInput(Section):
     chunk_size: int | None = Field(None, gt=0, description=(
         "Events per coffea chunk (one SelectEvents branch per chunk); default: one chunk per file."))
     branches: dict[str, str | list[str]] | None = Field(None, description=(
-        "Map of the selection's inputs to branch names of your files (key -> name or candidates), "
-        "e.g. `{met: PFMET, jet_id: recompute}`; keys: met, jet_id, tau_id_vsjet, tau_id_vsmu, "
-        "tau_id_vse, btag."))
-    weight_sanity: WeightSanity | None = Field(None, description="Limits on the event weights (see below).")
+        "Names of the inputs that differ between NanoAOD versions, each a name or a list of candidates "
+        "(the first one a file has is used); keys met, jet_id, tau_id_vsjet, tau_id_vsmu, tau_id_vse, "
+        "btag; see [NanoAOD versions](#nanoaod-versions-inputbranches)."))
+    weight_sanity: WeightSanity | None = Field(None, description=(
+        "Per-dataset weight limits checked when the datasets are merged; see "
+        "[Weight sanity](#weight-sanity-inputweight_sanity)."))
 
 
 class FlatLabel(Section):
@@ -173,13 +175,15 @@ class GenerateSpec(Section):
 
 
 class DatasetSettings(Section):
-    process: str | None = Field(None, description="Process name (default: the dataset name); systematics refer to it.")
+    process: str | None = Field(None, description=(
+        "Process label (default: the dataset name): systematics refer to it; the generator process of demo events."))
     is_signal: bool = Field(description="true for signal datasets, false for backgrounds.")
     cross_section: float | None = Field(None, gt=0, description=(
         "Cross section in pb (required for NanoAOD; flat tables may carry their own weights)."))
     files: list[str] = Field(default_factory=list, description=(
-        "Input files: absolute, relative to the config's folder, with `~`, `${VAR}`, `${VAR:-default}` "
-        "or glob patterns."))
+        "Input files: absolute or relative to the configuration's folder; `~`, `$VARS` and "
+        "`${VAR:-default}` expanded, globs allowed; files with zero entries or no selected event are "
+        "skipped with a warning."))
     generate: GenerateSpec | None = Field(None, description="Generate demo events instead of reading files.")
 
     @field_validator("files", mode="before")
@@ -205,9 +209,12 @@ class MuonSelection(Section):
 class TauSelection(Section):
     pt_min: float = Field(description="Tau_h pt threshold (GeV) of the full selection.")
     abs_eta_max: float = Field(description="Tau_h |eta| limit.")
-    deeptau_vsjet_min: int = Field(description="Minimum DeepTau VSjet working point.")
-    deeptau_vsmu_min: int | None = Field(None, description="Minimum DeepTau VSmu working point (none: no cut).")
-    deeptau_vse_min: int | None = Field(None, description="Minimum DeepTau VSe working point (none: no cut).")
+    deeptau_vsjet_min: int = Field(description=(
+        "Minimum idDeepTau2018v2p5VSjet working point (1-8); older NanoAOD falls back to the 2017v2p1 bit masks."))
+    deeptau_vsmu_min: int | None = Field(None, description=(
+        "Minimum working point against muons faking a tau_h (1-4; none: no cut)."))
+    deeptau_vse_min: int | None = Field(None, description=(
+        "Minimum working point against electrons faking a tau_h (1-8; none: no cut)."))
     decay_modes: list[int] | None = Field(None, description="Accepted decay modes (none: all).")
 
 
@@ -251,7 +258,8 @@ class SelectionSettings(Section):
 
     muon: MuonSelection | None = Field(None, description="NanoAOD: muon selection.")
     tau: TauSelection | None = Field(None, description="NanoAOD: hadronic tau selection.")
-    extra_muon_veto: VetoMuonSelection | None = Field(None, description="NanoAOD: veto events with a second muon.")
+    extra_muon_veto: VetoMuonSelection | None = Field(None, description=(
+        "NanoAOD: reject events with a second muon (e.g. Z -> mumu with a muon reconstructed as tau_h)."))
     jet: JetSelection | None = Field(None, description="NanoAOD: jet selection.")
     bjet: BJetSelection | None = Field(None, description="NanoAOD: b-jets of the b-veto.")
     pair_delta_r_min: float = Field(0.5, description="NanoAOD: minimum Delta R of the muon-tau pair.")
@@ -265,8 +273,8 @@ class SelectionSettings(Section):
 # ============================================================================ regions, features, systematics
 class RegionSettings(Section):
     charge: Literal["opposite", "same", "any"] = Field("any", description="Charge of the muon-tau pair.")
-    mt_min: float | None = Field(None, description="Lower bound on mT (GeV).")
-    mt_max: float | None = Field(None, description="Upper bound on mT (GeV).")
+    mt_min: float | None = Field(None, description="Lower bound on mT of the muon and MET (GeV).")
+    mt_max: float | None = Field(None, description="Upper bound on mT of the muon and MET (GeV).")
 
 
 class FeatureSettings(Section):
@@ -278,12 +286,16 @@ class FeatureSettings(Section):
 
 class SystematicSettings(Section):
     type: Literal["shift", "weight", "normalization"] = Field(description=(
-        "shift (moves objects), weight (changes event weights) or normalization (a yield factor)."))
+        "Object-level shift (features move, events migrate), per-event weight variation, or "
+        "log-normal normalisation."))
     uncertainty: float = Field(description="The +-1 sigma size (relative, e.g. 0.03 for 3%).")
     object: str | None = Field(None, description=(
-        "Shifted or reweighted object: tau, jet, muon, met_unclustered (NanoAOD shifts need it)."))
-    processes: list[str] | None = Field(None, description="Processes it applies to (default: all).")
-    pt_slope: float = Field(0.0, description="Weight systematics: extra relative variation per GeV of the object's pt.")
+        "Shifts: tau, jet, muon or met_unclustered (required for NanoAOD); weights: the object whose pt "
+        "enters pt_slope; optional for flat tables."))
+    processes: list[str] | None = Field(None, description=(
+        "Processes it applies to (default: all); a flat dataset it does not apply to needs none of its shifted columns."))
+    pt_slope: float = Field(0.0, description=(
+        "Weight variations: the relative uncertainty grows by this per GeV of the object's pt above 25 GeV."))
     description: str = Field("", description="Free text shown in the report.")
 
     @field_validator("uncertainty")
@@ -496,8 +508,9 @@ def attack_defaults(name: str, common: bool = True) -> dict:
 
 # ============================================================================ audit, checks, fit
 class VerdictSettings(Section):
-    n_sigma: float = Field(2.0, gt=0, description="An impact counts when it exceeds n_sigma standard errors.")
-    null_quantile: float = Field(0.95, gt=0, lt=1, description="Quantile of the random-control null a hidden impact must exceed.")
+    n_sigma: float = Field(2.0, gt=0, description="Standard deviations of (hidden - quoted) needed to decide.")
+    null_quantile: float = Field(0.95, gt=0, lt=1, description=(
+        "Quantile of the maximum of as many random-control (null) impacts as there are attacks."))
 
 
 class AuditSection(Section):
@@ -506,7 +519,9 @@ class AuditSection(Section):
     n_sigma: float = Field(1.0, gt=0, description="Envelope size in units of the systematic.")
     objective: Literal["signal_as_background", "background_as_signal", "shift_output"] = Field(
         "shift_output", description="Default attack objective.")
-    null_seeds: int = Field(20, ge=2, description="Random-control seeds per (model, systematic): the null of the verdict.")
+    null_seeds: int = Field(20, ge=2, description=(
+        "Random-control seeds per (model, systematic): hidden rate and null distribution of impacts "
+        "(at least 20 for a verdict)."))
     attack_seeds: int = Field(3, ge=0, description=(
         "Extra seeds each stochastic attack is rerun with for the seed part of its impact's uncertainty (0: off)."))
     max_events: int | None = Field(None, gt=0, description="Attack at most this many events (a deterministic subset).")
@@ -595,8 +610,9 @@ class FitSection(Section):
     toys_per_chunk: int | None = Field(None, gt=0, description="Toys per PseudoExperiments branch (default: n_toys).")
     mu_true: float = Field(1.0, description="Signal strength the toys are generated with.")
     mu_bounds: list[float] = Field([-5.0, 10.0], min_length=2, max_length=2, description="Fit range of mu [low, high].")
-    mc_stat_uncertainty: bool = Field(True, description="Include MC-statistics nuisance parameters (staterror).")
-    max_iterations: int = Field(500, gt=0, description="Most Newton iterations per fit.")
+    mc_stat_uncertainty: bool = Field(True, description=(
+        "Barlow-Beeston-lite `staterror` per bin; false treats the templates as exact."))
+    max_iterations: int = Field(500, gt=0, description="Most iterations per toy fit.")
     n_replicas: int = Field(50, ge=2, description="Bootstrap replicas for the MC-statistics uncertainty of every impact.")
     shape_treatment: Annotated[
         Union[Annotated[ShapeTreatment, Tag("mapping")], Annotated[bool, Tag("switch")]],
@@ -616,15 +632,17 @@ class FitSection(Section):
 class AnalysisSettings(Section):
     """An analysis configuration file."""
 
-    name: str = Field(description="Name of the analysis (part of every output path).")
-    seed: int = Field(description="Master seed of everything random.")
-    luminosity: float = Field(gt=0, description="Integrated luminosity in 1/pb.")
+    name: str = Field(description="Name of the analysis (reports and output paths).")
+    seed: int = Field(description=(
+        "Base seed; every random stream (generation, splits, attacks, toys) derives from it and a name."))
+    luminosity: float = Field(gt=0, description="Integrated luminosity in 1/pb; normalises NanoAOD datasets.")
     input: InputSettings = Field(default_factory=NanoAODInput, description="Where events come from: `nanoaod` or `flat`.")
     datasets: dict[str, DatasetSettings] = Field(min_length=1, description="Datasets by name.")
     selection: SelectionSettings = Field(default_factory=SelectionSettings, description="Event selection.")
     regions: dict[str, RegionSettings] = Field(
         min_length=1, description="Regions by name; the first is the signal region unless signal_region says otherwise.")
-    signal_region: str | None = Field(None, description="The signal region (default: the first region).")
+    signal_region: str | None = Field(None, description=(
+        "The signal region (default: the first region); the other regions are control regions."))
     features: list[FeatureSettings] = Field(min_length=1, description=(
         "NN input features: a name, or {name, kind, column}."))
     systematics: dict[str, SystematicSettings] = Field(default_factory=dict, description="Systematic uncertainties by name.")

@@ -18,7 +18,7 @@ def _preload_for_workers() -> None:
     seconds of importing them again. Skipped for commands that run no task (law index)."""
     import sys
 
-    if "run" not in sys.argv[1:3]:
+    if "run" not in sys.argv[1:3] or not _config_loads(sys.argv):
         return
     import hsaudit.attack_stage  # noqa: F401
     import hsaudit.audit_stage  # noqa: F401
@@ -30,6 +30,25 @@ def _preload_for_workers() -> None:
     import hsaudit.stats.impacts  # noqa: F401
     import hsaudit.stats.toys  # noqa: F401
     import hsaudit.visibility  # noqa: F401
+
+
+def _config_loads(argv) -> bool:
+    """Whether the run's --config loads: a broken one stops the run at load (one line naming
+    the key), so there is nothing to preload and no reason to make the user wait for it."""
+    from hsaudit.config import load_config
+    from hsaudit.errors import AuditError
+
+    name = "demo"
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif arg.startswith("--config="):
+            name = arg.split("=", 1)[1]
+    try:
+        load_config(name)
+    except AuditError:
+        return False
+    return True
 
 
 _preload_for_workers()
