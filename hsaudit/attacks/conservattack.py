@@ -311,7 +311,7 @@ class CONSERVAttack(Attack):
             ra = hit[bn]
             if ra.any():
                 bb = bn[ra]
-                add[ra] = _jsd_terms(H[bb] + np.broadcast_to(we, bn.shape)[ra], q[bb], W) - T[bb]
+                add[ra] = _jsd_terms(H[bb] + we[np.nonzero(ra)[0], 0], q[bb], W) - T[bb]
         blk.changed = None
         dD = leave[:, None] + add
         d_new = np.maximum(st.D[j] + dD, 0)
