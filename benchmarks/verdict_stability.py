@@ -81,7 +81,7 @@ def run_audit(config_path: Path, version: str, workers: int, nice: int, log: Pat
     with open(log, "w") as fh:
         rc = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
     if rc != 0:
-        raise SystemExit(f"law run failed for {version} (exit {rc}); see {log}")
+        print(f"law run failed for {version} (exit {rc}); see {log}", flush=True)
     return time.time() - t0
 
 
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     name = Path(resolve_config_path(args.config)).stem
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"verdict_stability_{name}.json"
     workdir = Path(os.environ.get("DATA_PATH", "/tmp")) / "verdict_stability" / name
-    per_seed, times = {}, {}
+    per_seed, times, failed = {}, {}, []
     t_all = time.time()
     for seed in seeds:
         version = f"{args.version_prefix}_{name}_seed{seed}"
@@ -165,11 +165,12 @@ def main(argv=None) -> int:
             times[str(seed)] = run_audit(cfg_path, version, args.workers, args.nice, workdir / f"seed{seed}.log")
         path = find_summary(version)
         if path is None:
-            print(f"seed {seed}: no summary (not run yet)")
+            print(f"seed {seed}: no summary (not run yet, or its run failed)", flush=True)
+            failed.append(seed)
             continue
         per_seed[str(seed)] = verdicts_of(json.loads(path.read_text()))
-        result = {"config": name, "seeds": seeds, "seeds_done": list(per_seed), "wall_s": times,
-                  "machine": machine(), **stability(per_seed), "per_seed": per_seed}
+        result = {"config": name, "seeds": seeds, "seeds_done": list(per_seed), "seeds_failed": failed,
+                  "wall_s": times, "machine": machine(), **stability(per_seed), "per_seed": per_seed}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
         print(f"seed {seed}: {sum(v['verdict'] == LARGER for v in per_seed[str(seed)].values())} larger, "
@@ -177,14 +178,15 @@ def main(argv=None) -> int:
               + (f" ({times[str(seed)] / 60:.1f} min)" if str(seed) in times else ""), flush=True)
     if not per_seed:
         raise SystemExit("no seed has a summary")
-    result = {"config": name, "seeds": seeds, "seeds_done": list(per_seed), "wall_s": times,
-              "machine": machine(), **stability(per_seed), "per_seed": per_seed}
+    result = {"config": name, "seeds": seeds, "seeds_done": list(per_seed), "seeds_failed": failed,
+              "wall_s": times, "machine": machine(), **stability(per_seed), "per_seed": per_seed}
+    out.write_text(json.dumps(result, indent=1))
     print_table(result)
     n_dec = sum(v["verdict"] != INCONCLUSIVE for s in per_seed.values() for v in s.values())
     n_all = sum(len(s) for s in per_seed.values())
     print(f"flips_larger_covered={len(result['flips_larger_covered'])} "
           f"moves_inconclusive={len(result['moves_inconclusive'])} decided_fraction={n_dec / max(n_all, 1):.2f} "
-          f"seeds={len(per_seed)} verdicts_per_seed={n_all // len(per_seed)} "
+          f"seeds={len(per_seed)} seeds_failed={len(failed)} verdicts_per_seed={n_all // len(per_seed)} "
           f"minutes={(time.time() - t_all) / 60:.1f} config={name}")
     return 0
 
