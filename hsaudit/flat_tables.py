@@ -106,15 +106,8 @@ from hsaudit.tables import (
     weight_column,
 )
 
-FORMATS = ("csv", "parquet", "root")
 SUFFIX_FORMATS = {".csv": "csv", ".txt": "csv", ".gz": "csv", ".bz2": "csv", ".zip": "csv",
                   ".parquet": "parquet", ".pq": "parquet", ".root": "root"}
-INPUT_KEYS = {
-    "kind", "format", "tree", "id_column", "id_columns", "weight_column", "weight_variations",
-    "label", "mt_column", "charge_column", "missing", "shifts", "declared_uncertainties",
-    "chunk_size", "weight_sanity",
-}
-MISSING_TREATMENTS = ("fill", "drop")
 DEFAULT_SHIFT_PATTERN = "{column}__{variant}"
 # recipe name -> (module, function, columns it needs besides the features)
 RECIPES = {
@@ -164,93 +157,49 @@ def _where(config: AnalysisConfig) -> str:
         return str(config.path)
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-
-
 def parse_flat_options(config: AnalysisConfig) -> FlatOptions:
-    """Validate the flat-input options of a config; errors name the file and the key."""
+    """The flat-input options of a config: the ``input`` and ``selection`` sections typed by
+    the schema (hsaudit.config_schema.FlatInput: keys, types, defaults), here checked against
+    the features, systematics and regions they name; errors name the file and the key."""
     where = _where(config)
 
     def fail(key, message):
         raise AuditError(f"{where}: {key}: {message}")
 
-    inp = dict(config.input or {})
-    if inp.get("kind") != "flat":
-        fail("input.kind", f"the flat-table reader needs input.kind: flat, got {inp.get('kind')!r}")
-    unknown = sorted(set(inp) - INPUT_KEYS)
-    if unknown:
-        fail(f"input.{unknown[0]}", f"unknown option for flat input (known: {sorted(INPUT_KEYS)})")
-
-    def opt_str(key):
-        value = inp.get(key)
-        if value is not None and not isinstance(value, str):
-            fail(f"input.{key}", f"expected a column/tree name, got {value!r}")
-        return value
-
-    fmt = inp.get("format")
-    if fmt is not None and fmt not in FORMATS:
-        fail("input.format", f"unknown format {fmt!r} (known: {list(FORMATS)})")
-    id_columns = inp.get("id_columns")
-    if id_columns is not None:
-        if not (isinstance(id_columns, list) and len(id_columns) == 3 and all(isinstance(c, str) for c in id_columns)):
-            fail("input.id_columns", "expected three column names [run, luminosityBlock, event]")
-        if inp.get("id_column") is not None:
-            fail("input.id_columns", "give either id_column (one id) or id_columns (three), not both")
-    weight_col = opt_str("weight_column")
+    kind = (config.input or {}).get("kind")
+    if kind != "flat":
+        fail("input.kind", f"the flat-table reader needs input.kind: flat, got {kind!r}")
+    extra = sorted(set(config.selection or {}) - {"cuts"})
+    if extra:
+        fail(f"selection.{extra[0]}", "flat input knows only selection.cuts: {column: {min: x, max: y}}")
+    try:
+        inp = config.section("input")
+        selection = config.section("selection")
+    except AuditError as err:
+        raise AuditError(f"{where}: {err}") from None
+    weight_col = inp.weight_column
 
     weight_variations = {}
-    wv = inp.get("weight_variations") or {}
-    if not isinstance(wv, dict):
-        fail("input.weight_variations", "expected a mapping systematic -> {up: column, down: column}")
     weight_systs = {s.name for s in config.systematics_of_type("weight")}
-    for syst, spec in wv.items():
+    for syst, spec in inp.weight_variations.items():
         if syst not in weight_systs:
             fail(f"input.weight_variations.{syst}", f"not a weight systematic (known: {sorted(weight_systs)})")
-        if not (isinstance(spec, dict) and set(spec) == {"up", "down"} and all(isinstance(v, str) for v in spec.values())):
-            fail(f"input.weight_variations.{syst}", "expected {up: column, down: column}")
-        weight_variations[syst] = dict(spec)
+        weight_variations[syst] = {"up": spec.up, "down": spec.down}
     for syst in sorted(weight_systs - set(weight_variations)):
         if weight_col is None:
             fail(f"input.weight_variations.{syst}",
                  "missing: without input.weight_column, give the columns of the varied weights")
         weight_variations[syst] = {d: f"{weight_col}__{syst}_{d}" for d in ("up", "down")}
 
-    label = inp.get("label")
-    label_column, signal_label = None, None
-    if label is not None:
-        if not (isinstance(label, dict) and isinstance(label.get("column"), str) and "signal" in label):
-            fail("input.label", "expected {column: <label column>, signal: <value meaning signal>}")
-        extra = sorted(set(label) - {"column", "signal"})
-        if extra:
-            fail(f"input.label.{extra[0]}", "unknown option (known: column, signal)")
-        label_column, signal_label = label["column"], label["signal"]
+    label_column, signal_label = (None, None) if inp.label is None else (inp.label.column, inp.label.signal)
 
-    missing = inp.get("missing") or {}
-    if not isinstance(missing, dict):
-        fail("input.missing", "expected a mapping with value/treatment/fill/flags")
-    extra = sorted(set(missing) - {"value", "treatment", "fill", "flags"})
-    if extra:
-        fail(f"input.missing.{extra[0]}", "unknown option (known: value, treatment, fill, flags)")
-    missing_value = missing.get("value")
-    if missing_value is not None and not _number(missing_value):
-        fail("input.missing.value", f"expected a finite number, got {missing_value!r}")
-    treatment = missing.get("treatment", "fill")
-    if treatment not in MISSING_TREATMENTS:
-        fail("input.missing.treatment", f"must be one of {list(MISSING_TREATMENTS)}, got {treatment!r}")
-    fill = missing.get("fill") or {}
-    if not isinstance(fill, dict):
-        fail("input.missing.fill", "expected a mapping feature -> value (and 'default')")
+    missing = inp.missing
     feature_names = set(config.feature_names)
-    for key, value in fill.items():
+    for key in missing.fill:
         if key != "default" and key not in feature_names:
             fail(f"input.missing.fill.{key}", f"unknown feature (known: {config.feature_names})")
-        if not _number(value):
-            fail(f"input.missing.fill.{key}", f"expected a finite number, got {value!r}")
-    flags = missing.get("flags") or {}
-    if not isinstance(flags, dict) or not all(isinstance(v, str) for v in flags.values()):
-        fail("input.missing.flags", "expected a mapping flag feature -> source column")
-    if flags and missing_value is None:
+    flags = missing.flags
+    if flags and missing.value is None:
         fail("input.missing.flags", "needs input.missing.value (the marker the flags look for)")
     for name in flags:
         if name not in feature_names:
@@ -261,88 +210,53 @@ def parse_flat_options(config: AnalysisConfig) -> FlatOptions:
     # -- systematics -------------------------------------------------------------------
     shift_systs = {s.name for s in config.systematics_of_type("shift")}
     declared = {}
-    dec = inp.get("declared_uncertainties") or {}
-    if not isinstance(dec, dict):
-        fail("input.declared_uncertainties", "expected a mapping systematic -> {feature: {relative|absolute: sigma}}")
-    for syst, per_feature in dec.items():
+    for syst, per_feature in inp.declared_uncertainties.items():
         key = f"input.declared_uncertainties.{syst}"
         if syst not in config.systematics:
             fail(key, f"unknown systematic (known: {list(config.systematics)})")
         if syst not in shift_systs:
             fail(key, f"'{syst}' is a {config.systematics[syst].type} systematic; declared sigma_i are for shifts")
-        if not isinstance(per_feature, dict) or not per_feature:
+        if not per_feature:
             fail(key, "expected a non-empty mapping feature -> {relative: x} or {absolute: x}")
         out = {}
-        for feat, spec in per_feature.items():
+        for feat, sigma in per_feature.items():
             if feat not in feature_names:
                 fail(f"{key}.{feat}", f"unknown feature (known: {config.feature_names})")
-            if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("relative", "absolute")):
-                fail(f"{key}.{feat}", "expected exactly one of {relative: x} or {absolute: x}")
-            (mode, sigma), = spec.items()
-            if not _number(sigma) or sigma <= 0:
-                fail(f"{key}.{feat}.{mode}", f"must be a positive finite number, got {sigma!r}")
-            out[feat] = {mode: float(sigma)}
+            out[feat] = {"relative": sigma.relative} if sigma.relative is not None else {"absolute": sigma.absolute}
         declared[syst] = out
 
     shifts = {}
-    sh = inp.get("shifts") or {}
-    if not isinstance(sh, dict):
-        fail("input.shifts", "expected a mapping systematic -> {columns: pattern} or {recipe: name}")
-    for syst, spec in sh.items():
+    for syst, spec in inp.shifts.items():
         key = f"input.shifts.{syst}"
         if syst not in config.systematics:
             fail(key, f"unknown systematic (known: {list(config.systematics)})")
         if syst not in shift_systs:
             fail(key, f"'{syst}' is a {config.systematics[syst].type} systematic, not a shift")
-        if not isinstance(spec, dict) or ("columns" in spec) == ("recipe" in spec):
-            fail(key, "give exactly one of columns: '<pattern>' or recipe: <name>")
-        if "columns" in spec:
-            pattern = spec["columns"]
-            if not isinstance(pattern, str) or "{column}" not in pattern or "{variant}" not in pattern:
-                fail(f"{key}.columns", "a pattern with {column} and {variant}, e.g. '{column}__{variant}'")
-            if set(spec) != {"columns"}:
-                fail(key, "a columns shift takes no other option")
-            shifts[syst] = ShiftSource(syst, "columns", pattern=pattern)
+        if spec.columns is not None:
+            shifts[syst] = ShiftSource(syst, "columns", pattern=spec.columns)
         else:
-            if spec["recipe"] not in RECIPES:
-                fail(f"{key}.recipe", f"unknown recipe {spec['recipe']!r} (known: {sorted(RECIPES)})")
-            options = {k: v for k, v in spec.items() if k != "recipe"}
-            shifts[syst] = ShiftSource(syst, "recipe", recipe=spec["recipe"], options=options)
+            options = spec.model_dump(exclude={"columns", "recipe"}, exclude_none=True)
+            shifts[syst] = ShiftSource(syst, "recipe", recipe=spec.recipe, options=options)
     for syst in config.shift_names:
         if syst not in shifts:
             # default: shifted columns if the files have them, otherwise declared-only
             shifts[syst] = ShiftSource(syst, "declared" if syst in declared else "columns")
 
     # -- selection and regions -------------------------------------------------------------
-    cuts = {}
-    selection = config.selection or {}
-    extra = sorted(set(selection) - {"cuts"})
-    if extra:
-        fail(f"selection.{extra[0]}", "flat input knows only selection.cuts: {column: {min: x, max: y}}")
-    for col, spec in (selection.get("cuts") or {}).items():
-        key = f"selection.cuts.{col}"
-        if not isinstance(spec, dict) or not spec or set(spec) - {"min", "max"}:
-            fail(key, "expected {min: x} and/or {max: y}")
-        for bound in spec.values():
-            if not _number(bound):
-                fail(key, f"bounds must be finite numbers, got {bound!r}")
-        cuts[col] = (spec.get("min"), spec.get("max"))
-    mt_column = opt_str("mt_column")
-    charge_column = opt_str("charge_column")
+    cuts = {col: (c.min, c.max) for col, c in (selection.cuts or {}).items()}
     for r in config.regions.values():
-        if (r.mt_min is not None or r.mt_max is not None) and mt_column is None:
+        if (r.mt_min is not None or r.mt_max is not None) and inp.mt_column is None:
             fail(f"regions.{r.name}", "cuts on mT need input.mt_column (the transverse-mass column)")
-        if r.charge != "any" and charge_column is None:
+        if r.charge != "any" and inp.charge_column is None:
             fail(f"regions.{r.name}.charge",
                  f"'{r.charge}' needs input.charge_column (sign of the charge product); else use charge: any")
 
     return FlatOptions(
-        format=fmt, tree=opt_str("tree"), id_column=opt_str("id_column"), id_columns=id_columns,
+        format=inp.format, tree=inp.tree, id_column=inp.id_column, id_columns=inp.id_columns,
         weight_column=weight_col, weight_variations=weight_variations, label_column=label_column,
-        signal_label=signal_label, mt_column=mt_column, charge_column=charge_column,
-        missing_value=None if missing_value is None else float(missing_value),
-        missing_treatment=treatment,
-        missing_fill={k: float(v) for k, v in fill.items()}, missing_flags=dict(flags),
+        signal_label=signal_label, mt_column=inp.mt_column, charge_column=inp.charge_column,
+        missing_value=missing.value, missing_treatment=missing.treatment,
+        missing_fill=dict(missing.fill), missing_flags=dict(flags),
         shifts=shifts, declared=declared, cuts=cuts, feature_columns=feature_columns,
     )
 
