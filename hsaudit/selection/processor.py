@@ -8,7 +8,14 @@ physics, independent of coffea's executors.
 
 Per variant (nominal, each shift up and down; see shifts.py) the objects are scaled, the
 object selection, the mu + tau pair, the jet cleaning and MET are re-evaluated, then the
-features, the full selection and the regions:
+features, the full selection and the regions. Work a shift does not touch is done once and
+shared: the pair's muon side per muon scale, the pair, its objects and the jet cleaning per
+(muon scale, tau scale), the selected jets per jet scale as well, and each feature only for
+the variants that scale an object it reads (``Feature.shifted_by``); only MET and what reads
+it are computed for every variant. The outputs are bit-identical to recomputing every variant
+from scratch (tests/test_selection_identity.py). Weight variations are coffea ``Weights``;
+the per-variant cutflow and region masks are flat boolean masks (the sums
+``PackedSelection.cutflow`` would give, at a small fraction of its cost per variant):
 
 * preselection: a pair of muon and tau candidates (``selection.muon``/``selection.tau``
   quality cuts, looser pt thresholds ``selection.preselection.muon_pt_min`` /
