@@ -368,7 +368,9 @@ def stage_seed_spread(cfg, work: Path) -> None:
         with np.load(work / "attacks" / m / s / a / "nn_outputs.npz") as f:
             reported = (f["rows"], f["attacked"], regions_from_arrays(f), f["eval_weights"])
         calibration = _calibration(work, m) if cfg.attacks[a].get("keep_hidden", False) else None
-        result = attack_seed_spread(_model(work, m, sample), sample, cfg, m, s, a, calibration, reported=reported)
+        extra = {"outputs": _nn_outputs(work, m, sample)} if _accepts(attack_seed_spread, "outputs") else {}
+        result = attack_seed_spread(_model(work, m, sample), sample, cfg, m, s, a, calibration=calibration,
+                                    reported=reported, **extra)
         _json_dump(work / "spread" / m / s / f"{a}.json", {"model": m, "systematic": s, "attack": a, **result})
 
 
