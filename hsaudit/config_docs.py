@@ -160,13 +160,13 @@ def reference() -> str:
     for key, field in AnalysisSettings.model_fields.items():
         ann = _unwrap(field.annotation)[0]
         if key == "input":
-            lines += [f"### `input`", "", " ".join((field.description or "").split()), ""]
+            lines += ["### `input`", "", " ".join((field.description or "").split()), ""]
             for model in (NanoAODInput, FlatInput):
                 lines += [f"#### `input.kind: {model.model_fields['kind'].annotation.__args__[0]}`", "", _doc(model), ""]
                 lines += _table(_rows(model, "input")) + [""]
             continue
         if key == "attacks":
-            lines += [f"### `attacks`", "", " ".join((field.description or "").split()),
+            lines += ["### `attacks`", "", " ".join((field.description or "").split()),
                       "Settings common to every type are listed with each type.", ""]
             for name, model in ATTACK_SETTINGS.items():
                 lines += [f"#### `type: {name}`", "", _doc(model), ""]
