@@ -25,10 +25,9 @@ from hsaudit.tables import NOMINAL
 
 def visibility_settings(cfg: AnalysisConfig):
     """The calibrated test's settings: the ``checks`` keys that are not published thresholds."""
-    from hsaudit.attacks.checks import DEFAULT_THRESHOLDS
     from hsaudit.visibility import VisibilitySettings
 
-    return VisibilitySettings.from_config({k: v for k, v in dict(cfg.checks).items() if k not in DEFAULT_THRESHOLDS})
+    return VisibilitySettings.from_config(cfg.section("checks").visibility_keys())
 
 
 def looks_use_nn_output(looks) -> bool:

@@ -563,6 +563,14 @@ class ChecksSection(Section):
     max_matrix_mb: float = Field(64.0, gt=0, description="Size of one dense one-hot block (MB).")
     n_threads: int = Field(0, ge=0, description="Threads drawing the toys (0: all cores; results do not depend on it).")
 
+    def published_thresholds(self) -> dict:
+        """The papers' statistics' thresholds (hsaudit.attacks.checks)."""
+        return {k: getattr(self, k) for k in THRESHOLD_KEYS}
+
+    def visibility_keys(self) -> dict:
+        """The calibrated test's settings (hsaudit.visibility.VisibilitySettings.from_config)."""
+        return self.model_dump(exclude=set(THRESHOLD_KEYS))
+
 
 THRESHOLD_KEYS = ("ks_max", "chi2_pvalue_min", "jsd_max", "correlation_rel_max", "nn_output_chi2_pvalue_min",
                   "nn_output_ks_max", "band_tolerance_sigma", "band_max_outside_fraction", "bins", "jsd_bins")
