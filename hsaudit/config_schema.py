@@ -615,7 +615,7 @@ class FitSection(Section):
     min_background_per_bin: float = Field(1.0, ge=0, description="Optimised binning: least background per bin.")
     max_relative_stat_uncertainty: float = Field(0.3, ge=0, description="Optimised binning: largest relative MC-stat uncertainty per bin.")
     n_toys: int = Field(1000, gt=0, description="Pseudo-experiments per scenario.")
-    toys_per_chunk: int | None = Field(None, gt=0, description="Toys per PseudoExperiments branch (default: n_toys).")
+    toys_per_chunk: int | None = Field(None, gt=0, description="Toys per PseudoExperiments branch, for all of a model's scenarios together (default: n_toys).")
     mu_true: float = Field(1.0, description="Signal strength the toys are generated with.")
     mu_bounds: list[float] = Field([-5.0, 10.0], min_length=2, max_length=2, description="Fit range of mu [low, high].")
     mc_stat_uncertainty: bool = Field(True, description=(
