@@ -183,6 +183,28 @@ def test_weight_based_variation_and_migration(penalty_on):
     assert np.isfinite(h["val_loss"])
 
 
+def test_events_absent_in_nominal_enter_only_through_their_variant():
+    """An event selected only in a shifted variant has no nominal features (NaN) and nominal
+    weight 0: it is accepted, its nominal row enters no loss, and a finite placeholder does
+    not change what the nominal events teach (the same network as with any other placeholder)."""
+    X, y, w, ids, syst = toy(400)
+    up = syst["x2"]["up"].copy()
+    X[:5] = np.nan                       # absent in nominal ...
+    w = w.copy()
+    w[:5] = 0.0                          # ... so weight 0 there, present in 'up'
+    systs = {"x2": {"up": up, "w_up": np.ones(len(y))}}
+    settings = {**FAST, "max_epochs": 2, "penalty_warmup_epochs": 0, "lambdas": {"x2": 1.0}}
+    r = train_classifier(X, y, w, ids, settings, systs)
+    assert np.isfinite(r.history[-1]["val_loss"])
+    X2 = X.copy()
+    X2[:5] = 123.0
+    r2 = train_classifier(X2, y, w, ids, settings, systs)
+    assert r2.history[-1]["val_loss"] == r.history[-1]["val_loss"]
+    X[7, 0] = np.nan                     # absent in nominal but with nominal weight: an error
+    with pytest.raises(AuditError, match="NaN or inf .*row 7"):
+        train_classifier(X, y, w, ids, settings, systs)
+
+
 # -- bad input: clear AuditError ------------------------------------------------------------
 def test_nan_and_inf_features():
     X, y, w, ids, syst = toy(200)

@@ -255,9 +255,6 @@ def check_inputs(X, y, w, event_id, features=None):
     if X.dtype.kind not in "fiu":
         raise AuditError(f"features must be numeric, got dtype {X.dtype}")
     X = X.astype(np.float32, copy=False)
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        raise AuditError(f"features contain NaN or inf in {_describe_bad_rows(bad, X, features)}; fix or drop them")
     y = np.asarray(y)
     if y.shape != (n,):
         raise AuditError(f"labels have shape {y.shape}, expected ({n},)")
@@ -270,6 +267,14 @@ def check_inputs(X, y, w, event_id, features=None):
         raise AuditError(f"weights contain NaN or inf in {int((~np.isfinite(w)).sum())} events")
     if np.asarray(event_id).shape[:1] != (n,):
         raise AuditError(f"event ids have length {np.asarray(event_id).shape[:1]}, expected {n}")
+    bad = ~np.isfinite(X).all(axis=1)
+    if (bad & (w != 0)).any():
+        raise AuditError(f"features contain NaN or inf in {_describe_bad_rows(bad & (w != 0), X, features)}; "
+                         "fix or drop them")
+    if bad.any():
+        # events absent in the nominal variant (selected only in a shifted one, for the penalty)
+        # carry nominal weight 0: their nominal row never enters a loss, so any finite value does
+        X = np.where(bad[:, None], np.float32(0.0), X)
     return X, y.astype(np.float32), w
 
 
