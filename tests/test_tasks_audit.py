@@ -122,7 +122,7 @@ def test_rerun_is_a_no_op_and_one_attack_change_reruns_only_its_branches(audit, 
     assert tag, changed.output[-2000:]
     for task in ("GenerateEvents", "SelectEvents", "MergeFeatures", "TrainModel", "EvaluateModel", "CalibrateChecks",
                  "RandomControl", "BuildLikelihood", "AttackSystematic", "ValidateAttack", "MeasureImpacts",
-                 "PseudoExperiments"):
+                 "PseudoExperiments", "AttackSeedSpread"):
         src = data / task / "ci"
         if src.exists():
             (data / task / tag.group(1)).symlink_to(src, target_is_directory=True)
@@ -141,4 +141,6 @@ def test_rerun_is_a_no_op_and_one_attack_change_reruns_only_its_branches(audit, 
     # the impacts of a model are measured together (one bootstrap for all its attacks)
     assert res.ran("MeasureImpacts") == 2
     assert res.ran("CalibrateChecks") == 0 and res.ran("RandomControl") == 0
+    # pgd (random start) is the ci config's stochastic attack: only its seed spreads rerun
+    assert res.ran("AttackSeedSpread") == 4
     assert res.ran("AttackAudit") == 1
