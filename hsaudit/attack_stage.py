@@ -105,7 +105,7 @@ def regions_from_arrays(f) -> dict:
 
 
 def attacked_systematics(cfg: AnalysisConfig) -> list[str]:
-    names = cfg.audit.get("systematics") or cfg.shift_names
+    names = cfg.section("audit").systematics or cfg.shift_names
     for name in names:
         if cfg.systematics[name].type != "shift":
             raise AuditError(f"audit.systematics: '{name}' is a {cfg.systematics[name].type} systematic; "
@@ -114,7 +114,7 @@ def attacked_systematics(cfg: AnalysisConfig) -> list[str]:
 
 
 def configured_attacks(cfg: AnalysisConfig) -> list[str]:
-    names = cfg.audit.get("attacks") or list(cfg.attacks)
+    names = cfg.section("audit").attacks or list(cfg.attacks)
     if not names:
         raise AuditError("no attacks configured (config section 'attacks')")
     return list(names)
@@ -155,7 +155,7 @@ def build_envelope(sample: EventSample, rows: np.ndarray, cfg: AnalysisConfig, s
     return Envelope.from_variants(
         nominal, continuous_variant(nominal, sample.X[up][rows], integer),
         continuous_variant(nominal, sample.X[down][rows], integer),
-        n_sigma=float(cfg.audit.get("n_sigma", 1.0)), integer_features=integer_features(cfg),
+        n_sigma=float(cfg.section("audit").n_sigma), integer_features=integer_features(cfg),
         feature_names=sample.features, systematic=systematic, missing="fixed",
     )
 
@@ -200,12 +200,12 @@ def make_attack(cfg: AnalysisConfig, attack_name: str):
     if attack_name == RANDOM_CONTROL and attack_name not in cfg.attacks:
         # the random control always exists: the null ensemble needs it even where the
         # configuration lists no attack of that name
-        return get_attack_class("random")(), cfg.audit.get("objective", "shift_output")
+        return get_attack_class("random")(), cfg.section("audit").objective
     if attack_name not in cfg.attacks:
         raise AuditError(f"unknown attack '{attack_name}' (configured: {list(cfg.attacks)})")
     spec = dict(cfg.attacks[attack_name])
     kind = spec.pop("type", attack_name)
-    objective = spec.pop("objective", cfg.audit.get("objective", "shift_output"))
+    objective = spec.pop("objective", cfg.section("audit").objective)
     if kind == "fgsm":
         # relative steps for momenta, absolute for angles: by the feature's kind, not its name
         spec.setdefault("feature_kinds", feature_kinds(cfg))

@@ -281,7 +281,7 @@ def model_figures(cfg, mname: str, inputs, model_summary: dict, sample, outputs:
     figures.append(figure_feature(mname, first, attack, sr, feature, arrays, report_dir, style))
     figures.append(figure_correlation(
         mname, first, attack, correlation_matrix(sample.X[NOMINAL][rows], ew), correlation_matrix(x_adv, ew),
-        sample.features, float(cfg.checks.get("correlation_rel_max", 0.006)), report_dir, style))
+        sample.features, cfg.section("checks").correlation_rel_max, report_dir, style))
 
     # NN output per process in each region, with the standard bands and the attacked total
     with np.load(inputs.attacks[(first, attack)].outputs_path) as f:

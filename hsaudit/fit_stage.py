@@ -37,7 +37,7 @@ from hsaudit.tables import NOMINAL
 
 
 def fit_channels(cfg: AnalysisConfig) -> list[str]:
-    return list(cfg.fit.get("channels") or cfg.regions)
+    return list(cfg.section("fit").channels or cfg.regions)
 
 
 def variant_systematics(cfg: AnalysisConfig) -> list[str]:
@@ -66,8 +66,9 @@ def scenarios(cfg: AnalysisConfig, shape_systs: list[str], attacks: list[tuple[s
 def binning(outputs: np.ndarray, sample: EventSample, cfg: AnalysisConfig, channel: str) -> np.ndarray:
     from hsaudit.stats.binning import optimised_edges, uniform_edges
 
-    n_bins = int(cfg.fit.get("n_bins", 10))
-    if cfg.fit.get("binning", "optimised") == "uniform":
+    fit = cfg.section("fit")
+    n_bins = fit.n_bins
+    if fit.binning == "uniform":
         return uniform_edges(n_bins)
     region = sample.region[(channel, NOMINAL)]
     sig, bkg = region & (sample.y == 1), region & (sample.y == 0)
@@ -78,8 +79,8 @@ def binning(outputs: np.ndarray, sample: EventSample, cfg: AnalysisConfig, chann
     try:
         return optimised_edges(
             outputs[sig], sample.weight[sig], outputs[bkg], sample.weight[bkg], n_bins_target=n_bins,
-            min_bkg_yield=float(cfg.fit.get("min_background_per_bin", 1.0)),
-            max_rel_stat_unc=float(cfg.fit.get("max_relative_stat_uncertainty", 0.3)),
+            min_bkg_yield=float(fit.min_background_per_bin),
+            max_rel_stat_unc=float(fit.max_relative_stat_uncertainty),
         )
     except AuditError:
         # too little background MC for even one bin meeting the requirements: a single
@@ -237,18 +238,16 @@ def build_likelihood(outputs: dict[str, np.ndarray], sample: EventSample, cfg: A
     treated, record = treat_templates(hists, treatment, pruning)
     norm, lumi = norm_systematics(cfg, sample)
     signals = signal_samples(sample)
-    bounds = cfg.fit.get("mu_bounds", [-5.0, 10.0])
+    bounds = cfg.section("fit").mu_bounds
     if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and bounds[0] < 1.0 < bounds[1]):
         raise AuditError(f"fit.mu_bounds must be [low, high] around 1, got {bounds!r}")
-    mc_stat = cfg.fit.get("mc_stat_uncertainty", True)
-    if not isinstance(mc_stat, bool):
-        raise AuditError(f"fit.mc_stat_uncertainty must be true or false, got {mc_stat!r}")
+    mc_stat = cfg.section("fit").mc_stat_uncertainty
     # bias studies need room below zero: a bound at mu = 0 would itself bias the toys
     spec = build_spec(treated, signal_samples=signals, norm_systs=norm, lumi_uncertainty=lumi,
                       edges=edges, negative_yields="clip", poi_bounds=tuple(float(b) for b in bounds),
                       staterror=mc_stat)
     model = Model(spec)
-    mu = float(cfg.fit.get("mu_true", 1.0))
+    mu = float(cfg.section("fit").mu_true)
     # truths are kept per channel: a concatenated vector would depend on the channel order
     truths = {"nominal": model.channel_data(truth_from_histograms(model, hists, signal_samples=signals, mu=mu))}
     for s in shape_systematics(cfg, sample):

@@ -38,20 +38,14 @@ DEFAULT_ATTACK_SEEDS = 3
 
 
 def null_seeds(cfg: AnalysisConfig) -> int:
-    n = cfg.audit.get("null_seeds", DEFAULT_NULL_SEEDS)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise AuditError(f"audit.null_seeds must be an integer >= 2 (20 or more for a verdict), got {n!r}")
-    return n
+    """``audit.null_seeds``: random-control seeds per (model, systematic) (the schema keeps it >= 2)."""
+    return cfg.section("audit").null_seeds
 
 
 def attack_seeds(cfg: AnalysisConfig) -> int:
     """``audit.attack_seeds``: how many extra seeds each stochastic attack is rerun with (0: no
     seed part)."""
-    n = cfg.audit.get("attack_seeds", DEFAULT_ATTACK_SEEDS)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise AuditError("audit.attack_seeds must be an integer >= 0 (extra seeds per stochastic attack for the "
-                         f"seed part of its impact's uncertainty; 0 disables it), got {n!r}")
-    return n
+    return cfg.section("audit").attack_seeds
 
 
 def seed_spread_attacks(cfg: AnalysisConfig, attacks=None) -> list[str]:

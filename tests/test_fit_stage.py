@@ -54,5 +54,5 @@ def test_mc_stat_uncertainty_can_be_switched_off():
     for ch in spec["channels"].values():
         for s in ch["samples"].values():
             assert "staterror" not in s
-    with pytest.raises(AuditError, match="fit.mc_stat_uncertainty must be true or false"):
+    with pytest.raises(AuditError, match="fit.mc_stat_uncertainty: expected true or false"):
         build_likelihood(outputs, sample, with_fit(cfg, mc_stat_uncertainty="no"))

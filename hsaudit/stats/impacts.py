@@ -212,7 +212,7 @@ def replicas_setting(cfg, n_replicas=None) -> int:
     uncertainty)."""
     if n_replicas == 0 and not isinstance(n_replicas, bool):
         return 0
-    n = cfg.fit.get("n_replicas", DEFAULT_REPLICAS) if n_replicas is None else n_replicas
+    n = cfg.section("fit").n_replicas if n_replicas is None else n_replicas
     if not isinstance(n, int) or isinstance(n, bool) or n < 2:
         raise AuditError(f"fit.n_replicas must be an integer >= 2 (bootstrap replicas), got {n!r}")
     return n
@@ -233,7 +233,7 @@ def impacts_with_uncertainty(outputs: dict, sample, cfg, attacks: dict, n_replic
     from hsaudit.fit_stage import build_likelihood, row_table, shape_systematics, template_index
 
     n_replicas = replicas_setting(cfg, n_replicas)
-    max_iter = int(cfg.fit.get("max_iterations", 500)) if max_iter is None else int(max_iter)
+    max_iter = cfg.section("fit").max_iterations if max_iter is None else int(max_iter)
     if not isinstance(attacks, dict):
         raise AuditError("attacks must be a dict {name: AttackedEvents}")
     for name, a in attacks.items():

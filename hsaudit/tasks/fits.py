@@ -67,8 +67,9 @@ class PseudoExperiments(AuditWorkflow):
 
     def create_branch_map(self):
         cfg = self.cfg
-        n_toys = int(cfg.fit.get("n_toys", 1000))
-        per_chunk = int(cfg.fit.get("toys_per_chunk", n_toys))
+        fit = cfg.section("fit")
+        n_toys = fit.n_toys
+        per_chunk = fit.toys_per_chunk or n_toys
         if n_toys <= 0 or per_chunk <= 0:
             raise AuditError("fit.n_toys and fit.toys_per_chunk must be positive")
         branches = []
@@ -148,7 +149,7 @@ class PseudoExperiments(AuditWorkflow):
                 seed=derive_seed(self.cfg.seed, "toys", b["model"]),
                 rows_path=inp["likelihood"]["rows"].path,
                 attack_paths={sc: inp[sc]["outputs"].path for sc in todo if sc.startswith("attack/")},
-                max_iterations=int(self.cfg.fit.get("max_iterations", 500)))
+                max_iterations=self.cfg.section("fit").max_iterations)
             rate = f", {done['fits'] / max(done['seconds'], 1e-9):.0f} fits/s"
         else:
             rate = ""
@@ -197,7 +198,7 @@ class MeasureImpacts(ModelWorkflow):
                 events[f"{b['systematic']}/{b['attack']}"] = AttackedEvents(
                     rows=f["rows"], attacked_outputs=f["attacked"], regions_after=regions_from_arrays(f),
                     eval_weights=f["eval_weights"] if "eval_weights" in f.files else None)
-        n_replicas = int(self.cfg.fit.get("n_replicas", 50))
+        n_replicas = self.cfg.section("fit").n_replicas
         table = impacts_with_uncertainty(outputs, sample, self.cfg, events, n_replicas=n_replicas,
                                          seed=derive_seed(self.cfg.seed, "bootstrap", self.model_name))
         result = table.to_dict()
