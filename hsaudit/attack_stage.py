@@ -421,9 +421,7 @@ def published_checks(sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, c
 
 def published_thresholds(cfg: AnalysisConfig) -> dict:
     """The ``checks`` keys of the published statistics (the rest configure the calibrated test)."""
-    from hsaudit.attacks.checks import DEFAULT_THRESHOLDS
-
-    return {k: v for k, v in dict(cfg.checks).items() if k in DEFAULT_THRESHOLDS}
+    return cfg.section("checks").published_thresholds()
 
 
 def validate_attack(model, sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, cfg: AnalysisConfig,

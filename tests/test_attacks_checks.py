@@ -153,11 +153,12 @@ def test_demo_config_attacks_and_metrics_are_json_ready():
         assert attack_from_config(entry).name == entry["type"]
     # the published statistics' thresholds of the demo are all known keys (the rest of the
     # section configures the calibrated visibility test, validated by its own settings)
-    from hsaudit.attacks.checks import DEFAULT_THRESHOLDS
+    from hsaudit.config_schema import ChecksSection
     from hsaudit.visibility import VisibilitySettings
 
-    resolve_thresholds({k: v for k, v in cfg["checks"].items() if k in DEFAULT_THRESHOLDS})
-    VisibilitySettings.from_config({k: v for k, v in cfg["checks"].items() if k not in DEFAULT_THRESHOLDS})
+    checks = ChecksSection.model_validate(cfg["checks"])
+    assert resolve_thresholds(checks.published_thresholds())["jsd_max"] == cfg["checks"].get("jsd_max", 0.06)
+    VisibilitySettings.from_config(checks.visibility_keys())
     d = make_toy_events(400, seed=9)
     model = train_toy_model(d["x"], d["labels"], epochs=20)
     env = Envelope.from_variants(d["x"], d["up"], d["down"], 1.0, d["integer_features"], d["feature_names"])
