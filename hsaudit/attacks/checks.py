@@ -87,14 +87,18 @@ def _weights(name, w, n):
     return finite_weights(w, n, name)
 
 
-def ks_statistic(a, b, wa=None, wb=None) -> float:
-    """Weighted two-sample KS statistic max_x |F_a(x) - F_b(x)|."""
+def _two_samples(test: str, a, b, wa, wb):
+    """The two weighted samples of a two-sample statistic, checked (non-empty, finite)."""
     a = _arr("a", a, 1)
     b = _arr("b", b, 1)
     if len(a) == 0 or len(b) == 0:
-        raise AuditError("KS test needs non-empty samples")
-    wa = _weights("wa", wa, len(a))
-    wb = _weights("wb", wb, len(b))
+        raise AuditError(f"{test} needs non-empty samples")
+    return a, b, _weights("wa", wa, len(a)), _weights("wb", wb, len(b))
+
+
+def ks_statistic(a, b, wa=None, wb=None) -> float:
+    """Weighted two-sample KS statistic max_x |F_a(x) - F_b(x)|."""
+    a, b, wa, wb = _two_samples("KS test", a, b, wa, wb)
     fa, fb = weighted_cdfs(a, b, wa, wb, np.concatenate([a, b]))
     return float(np.max(np.abs(fa - fb)))
 
@@ -119,12 +123,7 @@ def equal_population_edges(ref: np.ndarray, bins: int) -> np.ndarray:
 def chi2_test(a, b, wa=None, wb=None, bins: int = 20, edges=None) -> tuple[float, int, float]:
     """chi2 = sum_k (A_k - B_k)^2 / (sigma_A,k^2 + sigma_B,k^2) over bins with entries;
     returns (chi2, ndf, p-value). Bins: equal-population bins of ``b`` (the reference)."""
-    a = _arr("a", a, 1)
-    b = _arr("b", b, 1)
-    if len(a) == 0 or len(b) == 0:
-        raise AuditError("chi2 test needs non-empty samples")
-    wa = _weights("wa", wa, len(a))
-    wb = _weights("wb", wb, len(b))
+    a, b, wa, wb = _two_samples("chi2 test", a, b, wa, wb)
     edges = equal_population_edges(b, bins) if edges is None else edges
     ha, sa = weighted_histogram(a, wa, edges)
     hb, sb = weighted_histogram(b, wb, edges)
@@ -157,10 +156,7 @@ def histogram_jsd(p: np.ndarray, q: np.ndarray) -> float:
 
 def jsd_distance(a, b, wa=None, wb=None, bins: int = 100, value_range=None) -> float:
     """JSD of ``a`` vs ``b`` on ``bins`` uniform bins over ``value_range`` (default: b's range)."""
-    a = _arr("a", a, 1)
-    b = _arr("b", b, 1)
-    wa = _weights("wa", wa, len(a))
-    wb = _weights("wb", wb, len(b))
+    a, b, wa, wb = _two_samples("JSD", a, b, wa, wb)
     lo, hi = (float(b.min()), float(b.max())) if value_range is None else value_range
     if hi <= lo:
         hi = lo + 1.0
