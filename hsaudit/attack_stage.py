@@ -40,6 +40,7 @@ import numpy as np
 from hsaudit.config import AnalysisConfig
 from hsaudit.errors import AuditError
 from hsaudit.samples import EventSample
+from hsaudit.attack_files import region_arrays, regions_from_arrays  # noqa: F401  (the files' layout)
 from hsaudit.seeds import derive_seed
 from hsaudit.tables import NOMINAL
 
@@ -86,22 +87,6 @@ def fitting_half(keys: np.ndarray) -> np.ndarray:
     from hsaudit.hashing import splitmix64
 
     return (splitmix64(np.asarray(keys, dtype=np.uint64)) >> np.uint64(17)) & np.uint64(1) == np.uint64(0)
-
-
-def region_arrays(regions: dict) -> dict:
-    """The npz layout of region membership in attack outputs (attacked.npz, nn_outputs.npz):
-    region membership of the attacked events after the attack, as npz arrays."""
-    names = list(regions)
-    return {"region_names": np.array(names), "in_region_after": np.stack([regions[r] for r in names])}
-
-
-def regions_from_arrays(f) -> dict:
-    if "in_region_after" not in f.files or "region_names" not in f.files:
-        name = getattr(getattr(f, "fid", None), "name", "an attack output")
-        raise AuditError(f"{name} has no region membership "
-                         "after the attack (written by an older version of the tool): rerun with a new --version "
-                         "or remove the AttackSystematic outputs (--remove-output)")
-    return {str(r): f["in_region_after"][i].astype(bool) for i, r in enumerate(f["region_names"])}
 
 
 def attacked_systematics(cfg: AnalysisConfig) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hsaudit.attack_files import AttackedOutputs, AttackedSample
 from hsaudit.errors import AuditError
 
 
@@ -217,12 +218,6 @@ def figure_lambda_scan(models: dict, penalties: dict, directory: Path, style=Non
                         "hidden impact on mu) per model variant, as in the lambda scan of Wunsch et al.")
 
 
-def _regions_from(f) -> dict:
-    from hsaudit.attack_stage import regions_from_arrays
-
-    return regions_from_arrays(f)
-
-
 def model_figures(cfg, mname: str, inputs, model_summary: dict, sample, outputs: dict, report_dir: Path,
                   style=None) -> list[dict]:
     """The per-model figures: toys, significance curves per systematic, the most dangerous
@@ -246,9 +241,8 @@ def model_figures(cfg, mname: str, inputs, model_summary: dict, sample, outputs:
     for syst, e in systs.items():
         curves = {"thresholds": thresholds, "after": {}}
         for attack in e["attacks"]:
-            with np.load(inputs.attacks[(syst, attack)].outputs_path) as f:
-                rows, p_nom, p_adv, after = f["rows"], f["nominal"], f["attacked"], _regions_from(f)
-                ew = f["eval_weights"] if "eval_weights" in f.files else sample.weight[rows]
+            a = AttackedOutputs.load(inputs.attacks[(syst, attack)].outputs_path, sample.weight)
+            rows, p_nom, p_adv, after, ew = a.rows, a.nominal, a.attacked, a.regions, a.eval_weights
             y = sample.y[rows]
             judged = ew != 0
             # signal-region events before the attack and after it (migration included), judged events
@@ -262,9 +256,8 @@ def model_figures(cfg, mname: str, inputs, model_summary: dict, sample, outputs:
 
     # the systematic's most dangerous attack: its features and correlations
     attack = best
-    with np.load(inputs.attacks[(first, attack)].events_path) as f:
-        rows, x_adv, regions_after = f["rows"], f["x_adv"], _regions_from(f)
-        ew = f["eval_weights"] if "eval_weights" in f.files else sample.weight[rows]
+    a = AttackedSample.load(inputs.attacks[(first, attack)].events_path, sample.weight)
+    rows, x_adv, regions_after, ew = a.rows, a.x_adv, a.regions, a.eval_weights
     judged = ew != 0
     rows, x_adv, ew = rows[judged], x_adv[judged], ew[judged]
     regions_after = {r: v[judged] for r, v in regions_after.items()}
@@ -284,9 +277,8 @@ def model_figures(cfg, mname: str, inputs, model_summary: dict, sample, outputs:
         sample.features, cfg.section("checks").correlation_rel_max, report_dir, style))
 
     # NN output per process in each region, with the standard bands and the attacked total
-    with np.load(inputs.attacks[(first, attack)].outputs_path) as f:
-        all_rows, all_attacked, all_regions = f["rows"], f["attacked"], _regions_from(f)
-        all_ew = f["eval_weights"] if "eval_weights" in f.files else sample.weight[all_rows]
+    a = AttackedOutputs.load(inputs.attacks[(first, attack)].outputs_path, sample.weight)
+    all_rows, all_attacked, all_regions, all_ew = a.rows, a.attacked, a.regions, a.eval_weights
     attacked_out = outputs[NOMINAL].copy()
     attacked_out[all_rows] = all_attacked
     attacked_w = sample.weight.astype(np.float64).copy()

@@ -249,15 +249,12 @@ def augmented_workspace(cfg: AnalysisConfig, sample: EventSample, m: ModelInputs
     return the summary keys (path, expected sigma_mu without and with it)."""
     import json
 
-    from hsaudit.attack_stage import regions_from_arrays
+    from hsaudit.attack_files import AttackedOutputs
     from hsaudit.fit_stage import row_table
     from hsaudit.files import write_atomically
     from hsaudit.stats.augment import attacked_sample_templates, augment_workspace as augment
-    from hsaudit.stats.impacts import AttackedEvents
 
-    with np.load(m.attacks[(systematic, attack)].outputs_path) as f:
-        events = AttackedEvents(rows=f["rows"], attacked_outputs=f["attacked"], regions_after=regions_from_arrays(f),
-                                eval_weights=f["eval_weights"] if "eval_weights" in f.files else None)
+    events = AttackedOutputs.load(m.attacks[(systematic, attack)].outputs_path).events()
     templates = attacked_sample_templates(m.likelihood, row_table(outputs[NOMINAL], sample, cfg), events)
     if not templates:
         return {"augmented_workspace": None}

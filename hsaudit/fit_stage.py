@@ -329,12 +329,11 @@ def attacked_truth(likelihood: dict, rows_info: dict, attacked_rows: np.ndarray,
 def load_attack_outputs(path) -> dict:
     """The attacked rows, their NN outputs, region membership after the attack and measuring
     weights from a ValidateAttack outputs file, as keyword arguments of :func:`attacked_truth`."""
-    from hsaudit.attack_stage import regions_from_arrays
+    from hsaudit.attack_files import AttackedOutputs
 
-    with np.load(path) as f:
-        return {"attacked_rows": f["rows"], "attacked_outputs": f["attacked"],
-                "regions_after": regions_from_arrays(f),
-                "weights": f["eval_weights"] if "eval_weights" in f.files else None}
+    a = AttackedOutputs.load(path)
+    return {"attacked_rows": a.rows, "attacked_outputs": a.attacked, "regions_after": a.regions,
+            "weights": a.eval_weights}
 
 
 def scenario_truth(likelihood: dict, scenario: str, rows_info: dict | None = None,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from hsaudit.attack_files import AttackedOutputs
 from hsaudit.errors import AuditError
 from hsaudit.fit_stage import attacked_truth, pseudo_experiment_stage
 from hsaudit.stats import Model, ToyResult, run_pseudo_experiments
@@ -119,9 +120,9 @@ def _stage_inputs(tmp_path):
     attacked = np.clip(rows_info["output"][rows] + rng.normal(0.0, 0.1, len(rows)), 0.0, 1.0)
     in_after = np.stack([rows_info["channels"][0][rows], rows_info["channels"][1][rows]])
     attack_path = tmp_path / "attack.npz"
-    np.savez(attack_path, rows=rows, attacked=attacked, in_region_after=in_after,
-             region_names=np.array(["SR", "CR"]))
     regions = {"SR": in_after[0], "CR": in_after[1]}
+    AttackedOutputs(rows=rows, nominal=rows_info["output"][rows], attacked=attacked,
+                    eval_weights=None, regions=regions).save(attack_path)
     truth = attacked_truth(lk, rows_info, rows, attacked, regions)
     return model, lk_path, rows_path, attack_path, lk, truth
 

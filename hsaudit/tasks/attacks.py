@@ -11,9 +11,7 @@ reruns only that attack's branches and what depends on them.
 
 from __future__ import annotations
 
-import numpy as np
-
-from hsaudit.attack_stage import region_arrays, regions_from_arrays
+from hsaudit.attack_files import AttackedOutputs, AttackedSample
 from hsaudit.tasks.base import AuditWorkflow, atomic_path, short_hash, write_json_atomic
 from hsaudit.tables import NOMINAL
 from hsaudit.tasks.training import EvaluatedModelWorkflow, EvaluateModel, TrainModel, load_nn_outputs, load_sample
@@ -144,11 +142,8 @@ class AttackSystematic(AttackBranches):
         calibration = load_calibration(inputs["calibration"]["calibration"]) if "calibration" in inputs else None
         outcome = run_attack(model, sample, self.cfg, b["model"], b["systematic"], b["attack"], calibration)
         outputs = self.output()
-        with atomic_path(outputs["events"], suffix=".npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, rows=outcome.rows, x_adv=outcome.x_adv, eval_weights=outcome.eval_weights,
-                                    event=sample.event_id["event"][outcome.rows],
-                                    **region_arrays(outcome.regions))
+        AttackedSample(rows=outcome.rows, x_adv=outcome.x_adv, eval_weights=outcome.eval_weights,
+                       event=sample.event_id["event"][outcome.rows], regions=outcome.regions).save(outputs["events"].path)
         write_json_atomic(outputs["result"], {**b, "device": device, "info": outcome.info,
                                               "metrics": outcome.metrics})
         self.publish_message(f"{b['model']}/{b['systematic']}/{b['attack']}: fooling ratio "
@@ -184,19 +179,15 @@ class ValidateAttack(AttackBranches):
         b = self.branch_data
         model, sample, calibration = model_sample_calibration(self)
         inputs = self.input()
-        with np.load(inputs["attack"]["events"].path) as f:
-            rows, x_adv, regions = f["rows"], f["x_adv"], regions_from_arrays(f)
-            eval_w = f["eval_weights"] if "eval_weights" in f.files else None
+        attacked = AttackedSample.load(inputs["attack"]["events"].path)
+        rows, x_adv, regions, eval_w = attacked.rows, attacked.x_adv, attacked.regions, attacked.eval_weights
         nn = load_nn_outputs(inputs["evaluation"]["nn_outputs"], sample)
         result = validate_attack(model, sample, rows, x_adv, self.cfg, b["systematic"], calibration, regions, eval_w,
                                  nn_nominal=nn[NOMINAL])
         outputs = self.output()
-        with atomic_path(outputs["outputs"], suffix=".npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, rows=rows, nominal=result["outputs_nominal"],
-                                    attacked=result["outputs_attacked"],
-                                    eval_weights=sample.weight[rows] if eval_w is None else eval_w,
-                                    **region_arrays(regions))
+        AttackedOutputs(rows=rows, nominal=result["outputs_nominal"], attacked=result["outputs_attacked"],
+                        eval_weights=sample.weight[rows] if eval_w is None else eval_w,
+                        regions=regions).save(outputs["outputs"].path)
         write_json_atomic(outputs["checks"], {**b, "hidden": result["hidden"], "power": result["power"],
                                               "power_unc": result["power_unc"], "visibility": result["visibility"],
                                               "published": result["published"]})
@@ -303,9 +294,8 @@ class AttackSeedSpread(AttackBranches):
         b = self.branch_data
         model, sample, calibration = model_sample_calibration(self)
         outputs = load_nn_outputs(self.input()["evaluation"]["nn_outputs"], sample)
-        with np.load(self.input()["reported"]["outputs"].path) as f:
-            reported = (f["rows"], f["attacked"], regions_from_arrays(f),
-                        f["eval_weights"] if "eval_weights" in f.files else None)
+        a = AttackedOutputs.load(self.input()["reported"]["outputs"].path)
+        reported = (a.rows, a.attacked, a.regions, a.eval_weights)
         result = attack_seed_spread(model, sample, self.cfg, b["model"], b["systematic"], b["attack"], outputs,
                                     calibration if self.uses_monitor() else None, reported=reported)
         write_json_atomic(self.output(), {**b, **result})

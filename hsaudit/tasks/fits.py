@@ -186,18 +186,15 @@ class MeasureImpacts(ModelWorkflow):
         return self.local_target(self.model_name, h, "impacts.json")
 
     def run(self):
-        from hsaudit.stats.impacts import AttackedEvents, impacts_with_uncertainty
-        from hsaudit.attack_stage import regions_from_arrays
+        from hsaudit.attack_files import AttackedOutputs
+        from hsaudit.stats.impacts import impacts_with_uncertainty
 
         sample = load_sample(self)
         inputs = self.input()
         outputs = load_nn_outputs(inputs["evaluation"]["nn_outputs"], sample)
         events = {}
         for i, b in self._attack_branches().items():
-            with np.load(inputs[f"attack{i}"]["outputs"].path) as f:
-                events[f"{b['systematic']}/{b['attack']}"] = AttackedEvents(
-                    rows=f["rows"], attacked_outputs=f["attacked"], regions_after=regions_from_arrays(f),
-                    eval_weights=f["eval_weights"] if "eval_weights" in f.files else None)
+            events[f"{b['systematic']}/{b['attack']}"] = AttackedOutputs.load(inputs[f"attack{i}"]["outputs"].path).events()
         n_replicas = self.cfg.section("fit").n_replicas
         table = impacts_with_uncertainty(outputs, sample, self.cfg, events, n_replicas=n_replicas,
                                          seed=derive_seed(self.cfg.seed, "bootstrap", self.model_name))
