@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from scipy import optimize, special, stats
@@ -134,12 +133,11 @@ class ToyResult:
 
     def save(self, path) -> None:
         """Write to an .npz file (arrays + JSON metadata), atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
+        from hsaudit.files import write_atomically
+
         meta = json.dumps({"mu_true": self.mu_true, "seed": self.seed, "par_names": self.par_names})
-        np.savez(tmp, meta=np.array(meta), **{k: getattr(self, k) for k in self._ARRAYS})
-        tmp.replace(path)
+        arrays = {k: getattr(self, k) for k in self._ARRAYS}
+        write_atomically(path, lambda fh: np.savez(fh, meta=np.array(meta), **arrays))
 
     @classmethod
     def load(cls, path) -> "ToyResult":

@@ -10,22 +10,11 @@ import os
 import numpy as np
 
 from hsaudit.errors import AuditError
+from hsaudit.jsonio import to_json
 from hsaudit.seeds import derive_seed
 from hsaudit.tasks.attacks import AttackBranches, ValidateAttack
 from hsaudit.tasks.base import AuditWorkflow, atomic_path, short_hash, write_json_atomic
 from hsaudit.tasks.training import EvaluatedModelWorkflow, EvaluateModel, ModelWorkflow, load_nn_outputs, load_sample
-
-
-def _json_ready(obj):
-    if isinstance(obj, dict):
-        return {k: _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 class BuildLikelihood(EvaluatedModelWorkflow):
@@ -53,8 +42,8 @@ class BuildLikelihood(EvaluatedModelWorkflow):
         with atomic_path(out["rows"], suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **row_table(outputs["nominal"], sample, self.cfg))
-        write_json_atomic(out["workspace"], _json_ready(workspace))
-        write_json_atomic(out["likelihood"], _json_ready(lk))
+        write_json_atomic(out["workspace"], to_json(workspace))
+        write_json_atomic(out["likelihood"], to_json(lk))
 
 
 class PseudoExperiments(AuditWorkflow):
@@ -203,4 +192,4 @@ class MeasureImpacts(ModelWorkflow):
         # same replicas (both sides share the replica weights: their noise partly cancels)
         diff = {k: table.difference_unc(k, k.split("/")[0]) for k in events if k.split("/")[0] in table.standard}
         result["difference_unc"] = {k: (v if np.isfinite(v) else None) for k, v in diff.items()}
-        write_json_atomic(self.output(), _json_ready(result))
+        write_json_atomic(self.output(), to_json(result))
