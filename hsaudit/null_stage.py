@@ -91,7 +91,7 @@ def random_control(model, sample: EventSample, cfg: AnalysisConfig, model_name: 
         seeds.append({"seed": seed, "power": vis["power"], "power_unc": vis["power_unc"], "hidden": vis["hidden"],
                       "output_shift_wasserstein": float(outcome.metrics["output_shift"]["wasserstein"])})
         attacked[f"seed{k}"] = (outcome.rows, predict(model, outcome.x_adv), outcome.regions, outcome.eval_weights)
-    impacts = null_impacts(outputs, sample, cfg, attacked)
+    impacts = central_impacts(outputs, sample, cfg, attacked)
     for k, entry in enumerate(seeds):
         entry["impact_mu"], entry["bias_mu"] = impacts[f"seed{k}"]
     hidden = np.array([s["hidden"] for s in seeds])
@@ -99,18 +99,6 @@ def random_control(model, sample: EventSample, cfg: AnalysisConfig, model_name: 
     return {"attack": name, "n_seeds": n, "seeds": seeds, "hidden_rate": rate,
             "hidden_rate_unc": math.sqrt(max(rate * (1 - rate), 1.0 / n) / n),
             "impacts_mu": [s["impact_mu"] for s in seeds]}
-
-
-def null_impacts(outputs: dict, sample: EventSample, cfg: AnalysisConfig, attacked: dict) -> dict:
-    """{name: (|bias|, signed bias)} of each attacked ensemble member, Asimov fits of the
-    nominal model (no bootstrap: the null's spread over seeds is its uncertainty)."""
-    from hsaudit.stats.impacts import AttackedEvents, impacts_with_uncertainty
-
-    events = {k: AttackedEvents(rows=r, attacked_outputs=o, regions_after=g, eval_weights=e)
-              for k, (r, o, g, e) in attacked.items()}
-    table = impacts_with_uncertainty(outputs, sample, cfg, events, n_replicas=0,
-                                     seed=derive_seed(cfg.seed, "null-impacts"))
-    return {k: (float(table.attack[k][0]), float(table.attack_bias[k][0])) for k in events}
 
 
 def spread_of(biases) -> tuple[float, float]:
@@ -149,7 +137,8 @@ def attack_seed_spread(model, sample: EventSample, cfg: AnalysisConfig, model_na
     seeds = []
     for k in range(n):
         seed = derive_seed(cfg.seed, "attack-seed", model_name, systematic, attack, k)
-        outcome = run_attack(model, sample, cfg, model_name, systematic, attack, calibration, seed=seed)
+        outcome = run_attack(model, sample, cfg, model_name, systematic, attack, calibration, seed=seed,
+                             nn_nominal=outputs[NOMINAL])
         attacked[f"seed{k}"] = (outcome.rows, predict(model, outcome.x_adv), outcome.regions, outcome.eval_weights)
         seeds.append({"seed": seed})
     impacts = central_impacts(outputs, sample, cfg, attacked) if attacked else {}
@@ -167,7 +156,8 @@ def attack_seed_spread(model, sample: EventSample, cfg: AnalysisConfig, model_na
 def central_impacts(outputs: dict, sample: EventSample, cfg: AnalysisConfig, attacked: dict) -> dict:
     """{name: (|bias|, signed bias)} of attack results (rows, attacked outputs, regions after,
     eval weights): the central values of hsaudit.stats.impacts (Asimov fits of the nominal
-    model, no bootstrap), in one batched fit. ``outputs``: the model's NN outputs per variant."""
+    model, no bootstrap: an ensemble's spread over seeds is its uncertainty), in one batched
+    fit. ``outputs``: the model's NN outputs per variant."""
     from hsaudit.stats.impacts import AttackedEvents, impacts_with_uncertainty
 
     events = {k: AttackedEvents(rows=r, attacked_outputs=o, regions_after=g, eval_weights=e)

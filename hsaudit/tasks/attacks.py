@@ -119,6 +119,7 @@ class AttackSystematic(AttackBranches):
         reqs = {"model": TrainModel.req(self, branch=self.model_branch())}
         if self.uses_monitor():
             reqs["calibration"] = CalibrateChecks.req(self, branch=self.model_branch())
+            reqs["evaluation"] = EvaluateModel.req(self, branch=self.model_branch())
         return reqs
 
     def output(self):
@@ -139,8 +140,12 @@ class AttackSystematic(AttackBranches):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         inputs = self.input()
         model, _ = load_model(inputs["model"]["model"].path, device=device, available_features=sample.features)
-        calibration = load_calibration(inputs["calibration"]["calibration"]) if "calibration" in inputs else None
-        outcome = run_attack(model, sample, self.cfg, b["model"], b["systematic"], b["attack"], calibration)
+        calibration, nn_nominal = None, None
+        if "calibration" in inputs:     # the keep_hidden monitor judges candidates with the visibility test
+            calibration = load_calibration(inputs["calibration"]["calibration"])
+            nn_nominal = load_nn_outputs(inputs["evaluation"]["nn_outputs"], sample)[NOMINAL]
+        outcome = run_attack(model, sample, self.cfg, b["model"], b["systematic"], b["attack"], calibration,
+                             nn_nominal=nn_nominal)
         outputs = self.output()
         AttackedSample(rows=outcome.rows, x_adv=outcome.x_adv, eval_weights=outcome.eval_weights,
                        event=sample.event_id["event"][outcome.rows], regions=outcome.regions).save(outputs["events"].path)
