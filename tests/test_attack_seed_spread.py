@@ -15,14 +15,10 @@ from hsaudit.audit_stage import attack_entry, attack_seed_part, with_seed_part
 from hsaudit.config import load_config
 from hsaudit.errors import AuditError
 from hsaudit.ml.evaluation import outputs_per_variant, predict
-from hsaudit.ml.models import MLP
 from hsaudit.null_stage import attack_seed_spread, attack_seeds, seed_spread_attacks, spread_of
-from hsaudit.samples import EventSample
 from hsaudit.seeds import derive_seed
 from hsaudit.stats.impacts import AttackedEvents, impacts_with_uncertainty
-from hsaudit.tables import NOMINAL
-
-FEATURES = ["mu_pt", "tau_pt", "mt_mu", "m_vis", "met_pt"]
+from synthetic_analysis import FEATURES, synthetic_sample
 
 ATTACKS = {
     "random": {"type": "random"},
@@ -37,39 +33,15 @@ ATTACKS = {
 
 
 def synthetic(n=2500, seed=3, attack_seeds=2):
-    """A small analysis with one shift systematic (tau_es: tau_pt, m_vis, met_pt scaled by
-    +-3%), a signal and two control regions, and a small network; fitted with 4 bins."""
-    rng = np.random.default_rng(seed)
-    nominal = np.stack([26 + rng.exponential(15, n), 22 + rng.exponential(20, n), rng.uniform(0, 120, n),
-                        40 + rng.exponential(30, n), rng.exponential(25, n)], axis=1).astype(np.float32)
-    X = {NOMINAL: nominal}
-    for v, f in (("tau_es_up", 1.03), ("tau_es_down", 0.97)):
-        x = nominal.copy()
-        x[:, [1, 3]] *= f
-        x[:, 4] = np.abs(x[:, 4] - (f - 1) * x[:, 1])
-        X[v] = x
-    same_sign = rng.random(n) < 0.3
+    """The shared synthetic analysis (tests/synthetic_analysis.py, one shift systematic
+    tau_es) with every attack type configured; fitted with 4 bins."""
+    sample, model = synthetic_sample(n, seed)
     base = load_config("ci")
     cfg = dataclasses.replace(
         base, features=[dataclasses.replace(base.features[0], name=f) for f in FEATURES],
         systematics={"tau_es": base.systematics["tau_es"]}, attacks=ATTACKS,
         audit={**base.audit, "attacks": list(ATTACKS), "systematics": ["tau_es"], "attack_seeds": attack_seeds},
         fit={**base.fit, "n_bins": 4}, seed=5)
-    region = {}
-    for v, x in X.items():
-        sel = (x[:, 0] > 25) & (x[:, 1] > 25)
-        region[("signal", v)] = sel & ~same_sign & (x[:, 2] < 50)
-        region[("control_same_sign", v)] = sel & same_sign & (x[:, 2] < 50)
-        region[("control_high_mt", v)] = sel & ~same_sign & (x[:, 2] > 70)
-    ids = np.zeros(n, dtype=[("run", "<u4"), ("luminosityBlock", "<u4"), ("event", "<u8")])
-    ids["run"], ids["luminosityBlock"], ids["event"] = 1, 1, np.arange(n)
-    y = (rng.random(n) < 0.3).astype(np.int8)
-    sample = EventSample(features=FEATURES, variants=list(X), regions=["signal", "control_same_sign", "control_high_mt"],
-                         X=X, y=y, weight=rng.uniform(0.5, 1.5, n), weight_variations={}, region=region, event_id=ids,
-                         dataset=y.astype(np.int16), datasets=["bkg", "sig"], processes=["bkg", "sig"])
-    torch.manual_seed(0)
-    model = MLP(len(FEATURES), [16], mean=torch.tensor(nominal.mean(0)), std=torch.tensor(nominal.std(0)))
-    model.eval()
     return cfg, sample, model
 
 
