@@ -1,5 +1,5 @@
 """law tasks of the hidden-systematics audit. Thin: parameters, requirements, outputs;
-each run() calls into ``analysis`` and writes its targets atomically."""
+each run() calls into the library (``hsaudit``) and writes its targets atomically."""
 
 from hsaudit.tasks.errors import install_clean_error_reporting
 
