@@ -111,33 +111,36 @@ def inspect_file(path: str | os.PathLike, config: AnalysisConfig | None = None) 
         return int(tree.num_entries)
 
 
-def _branches_of(path: str, config: AnalysisConfig) -> list[str]:
-    """The branches the selection reads from ``path`` (checked readable by plan_chunks)."""
-    f, tree = _open_checked(path, config.input, config.selection)
-    with f:
-        return branches_read(tree.keys(), config.input, config.selection)
-
-
 def _mapping(config: AnalysisConfig | None):
     if config is None:
         return None, None
     return config.input, config.selection
 
 
-def plan_chunks(files, chunk_size: int, config: AnalysisConfig | None = None) -> list[tuple[str, int, int]]:
-    """``[(path, entry_start, entry_stop), ...]`` covering every event of every file once
-    (a file with zero entries has no chunk)."""
+def _plan(files, chunk_size: int, config: AnalysisConfig | None) -> tuple[list[tuple[str, int, int]], dict]:
+    """(chunks as in :func:`plan_chunks`, {path: the branches the selection reads from it}),
+    from one opening of each file: a real NanoAOD file has thousands of branches, and
+    describing its tree costs about a second per opening."""
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0:
         raise AuditError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     files = [str(f) for f in files]
     if not files:
         raise AuditError("no input files given to the selection")
-    out = []
+    chunks, branches = [], {}
     for path in files:
-        n = inspect_file(path, config)
+        f, tree = _open_checked(path, *_mapping(config))
+        with f:
+            n = int(tree.num_entries)
+            branches[path] = branches_read(tree.keys(), *_mapping(config))
         for start in range(0, n, int(chunk_size)):
-            out.append((path, start, min(start + int(chunk_size), n)))
-    return out
+            chunks.append((path, start, min(start + int(chunk_size), n)))
+    return chunks, branches
+
+
+def plan_chunks(files, chunk_size: int, config: AnalysisConfig | None = None) -> list[tuple[str, int, int]]:
+    """``[(path, entry_start, entry_stop), ...]`` covering every event of every file once
+    (a file with zero entries has no chunk)."""
+    return _plan(files, chunk_size, config)[0]
 
 
 def _empty_meta(dataset: Dataset, config: AnalysisConfig, extra: dict) -> TableMeta:
@@ -175,6 +178,13 @@ def _unwrap_audit_error(err: BaseException) -> AuditError | None:
     return None
 
 
+def _only(branches) -> dict:
+    """NanoEvents options that build the event structure from ``branches`` only: a real
+    NanoAOD file has thousands of branches, and describing all of them costs more than reading
+    the few the selection needs (benchmarks/selection.py, real files)."""
+    return {"filter_name": list(branches)}
+
+
 def select_chunk(
     path: str | os.PathLike, entry_start: int, entry_stop: int, dataset: Dataset, config: AnalysisConfig,
 ) -> FeatureTable:
@@ -194,10 +204,11 @@ def select_chunk(
         return empty_table(dataset, config, path)
     ctx = _quiet_warnings()
     try:
+        branches = branches_read(tree.keys(), config.input, config.selection)
         events = NanoEventsFactory.from_root(
             f, treepath=TREE_NAME, mode="virtual", schemaclass=NanoAODSchema,
             entry_start=entry_start, entry_stop=entry_stop,
-            preload=branches_read(tree.keys(), config.input, config.selection),
+            preload=branches, iteritems_options=_only(branches),
             metadata={"dataset": dataset.name, "filename": path, "entrystart": entry_start, "entrystop": entry_stop},
         ).events()
         out = proc.process(events)
@@ -290,18 +301,19 @@ def select_files(
     if chunk_size is None:
         chunk_size = int(config.input.get("chunk_size", DEFAULT_CHUNK_SIZE))
     files = [str(f) for f in files]
-    chunks = plan_chunks(files, chunk_size, config)
+    chunks, branches = _plan(files, chunk_size, config)
     tables = []
     if chunks:
         # the branches the selection reads, read in one bulk request per chunk (coffea's preload)
-        preload = {p: frozenset(_branches_of(p, config)) for p in dict.fromkeys(p for p, _, _ in chunks)}
+        preload = {p: frozenset(branches[p]) for p in dict.fromkeys(p for p, _, _ in chunks)}
         items = [WorkItem(dataset.name, p, TREE_NAME, a, b, "", preload=preload[p]) for p, a, b in chunks]
         proc = SelectionProcessor(dataset, config)
         exe, closers = _make_executor(executor, workers, scheduler_address)
         ctx = _quiet_warnings()
         try:
             runner = processor.Runner(executor=exe, schema=NanoAODSchema, chunksize=int(chunk_size))
-            out = runner(items, proc, treename=TREE_NAME)
+            read = sorted(set().union(*preload.values()))
+            out = runner(items, proc, treename=TREE_NAME, iteritems_options=_only(read))
         except Exception as err:
             audit = _unwrap_audit_error(err)
             if audit is not None:
