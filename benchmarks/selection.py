@@ -21,6 +21,10 @@ weight variations of a real chunk (``PackedSelection`` + ``Weights`` vs boolean 
 products, the same numbers): the selection uses ``Weights`` for the weight variations and
 flat masks for the per-variant cutflow and regions (see hsaudit/selection/processor.py).
 
+A fourth compares, for the real NanoAOD files in ../shared/data/nano that have taus,
+``select_files`` (one SelectEvents branch) with a plain open-and-read of the same branches:
+few events and thousands of branches, so it measures the fixed cost per file.
+
     python benchmarks/selection.py --quick     # 200,000 events, < 1 minute
     python benchmarks/selection.py             # 1,000,000 events
 
@@ -124,6 +128,7 @@ def child(path: str, n_events: int, chunk_size: int, repeats: int) -> dict:
         "fraction_of_read_rate_per_chunk_open": statistics.median(t_read_chunk) / med_select,
         "peak_rss_mb": rss_mb,
         "cutflow_tools": cutflow_tools(path, min(chunk_size, n_events), config) if repeats > 1 else None,
+        "real_files": real_files(config) if repeats > 1 else None,
     }
 
 
@@ -177,6 +182,50 @@ def cutflow_tools(path, n_events: int, config, repeats: int = 200) -> dict:
             fn()
         out[name] = (time.process_time() - t0) / repeats * 1e3
     out["coffea_vs_flat"] = out["coffea_ms"] / out["flat_ms"]
+    return out
+
+
+def real_files(config, repeats: int = 3) -> list[dict]:
+    """The selection of each real NanoAOD file in ../shared/data/nano that has a tau collection
+    (select_files, as one SelectEvents branch runs it) against a plain uproot read of the same
+    branches with its own opening of the file. These files have few events and thousands of
+    branches, so the figure measures the fixed cost per file: opening the tree and describing
+    its branches."""
+    import uproot
+
+    from hsaudit.selection.run import select_files
+
+    folder = REPO.parent / "shared" / "data" / "nano"
+    out = []
+    for name in ("nano_tt_v15.root", "nano_dy.root"):
+        path = folder / name
+        if not path.exists():
+            continue
+        with uproot.open(path) as f:
+            keys = set(f["Events"].keys())
+            n_events = int(f["Events"].num_entries)
+        branches = anchor_branches(keys, config)
+        ds = config.datasets["ztt"]
+        select_files([path], ds, config, require=False)  # warm-up
+
+        def read():
+            t0 = time.perf_counter()
+            with uproot.open(path, array_cache=None) as f:
+                f["Events"].arrays(branches)
+            return time.perf_counter() - t0
+
+        def select():
+            t0 = time.perf_counter()
+            select_files([path], ds, config, require=False)
+            return time.perf_counter() - t0
+
+        t_read, t_select = [], []
+        for _ in range(repeats):
+            t_read.append(read())
+            t_select.append(select())
+        out.append({"file": name, "n_events": n_events, "n_branches_in_file": len(keys),
+                    "n_branches_read": len(branches), "t_uproot_open_and_read_s": t_read, "t_select_files_s": t_select,
+                    "fraction_of_read_rate": statistics.median(t_read) / statistics.median(t_select)})
     return out
 
 
@@ -254,7 +303,9 @@ def main():
         f"coffea_cutflow_weights_vs_flat={tools['coffea_vs_flat']:.1f} "
         f"events_per_s={large['events_per_s_select']:.0f} "
         f"uproot_read_events_per_s={large['events_per_s_read']:.0f} "
-        f"variants={large['n_variants']} n_events={n_large} chunk={chunk} repeats={repeats} "
+        + "".join(f"real_{r['file'].split('.')[0]}_fraction={r['fraction_of_read_rate']:.3f} "
+                  for r in large["real_files"] or [])
+        + f"variants={large['n_variants']} n_events={n_large} chunk={chunk} repeats={repeats} "
         f"peak_rss_mb_small={small['peak_rss_mb']:.0f} peak_rss_mb_large={large['peak_rss_mb']:.0f}"
     )
 
