@@ -73,6 +73,8 @@ BRANCH_MAP = {
                    "the tau-ID working-point branch against electrons"),
     "btag": (("Jet_btagDeepFlavB",), "the b-tag discriminant of the b-veto"),
 }
+# read when a file has it even without a b-veto (the table keeps the column)
+DEFAULT_BTAG = BRANCH_MAP["btag"][0][0]
 # collection each mapped branch belongs to (met names a collection itself)
 _MAPPED_COLLECTION = {"jet_id": "Jet", "tau_id_vsjet": "Tau", "tau_id_vsmu": "Tau",
                       "tau_id_vse": "Tau", "btag": "Jet"}
@@ -117,7 +119,7 @@ def needed_keys(selection: dict | None) -> list[str]:
         keys.append("tau_id_vsmu")
     if "deeptau_vse_min" in tau:
         keys.append("tau_id_vse")
-    if sel.get("b_veto", False):
+    if sel.get("b_veto"):  # absent: no selection section (inspect_file without a config)
         keys.append("btag")
     return keys
 
@@ -394,7 +396,7 @@ def load_content(events, filename: str, input_section: dict | None = None,
             out["jetId"] = recompute_jet_id(flat["eta"], **inputs)
         else:
             out["jetId"] = ak.to_numpy(ak.flatten(coll[chosen["jet_id"][len("Jet_"):]], axis=1))
-        btag = chosen.get("btag", "Jet_btagDeepFlavB")
+        btag = chosen.get("btag", DEFAULT_BTAG)
         if btag[len("Jet_"):] in coll.fields:
             out["btagDeepFlavB"] = ak.to_numpy(ak.flatten(coll[btag[len("Jet_"):]], axis=1))
         else:  # not needed without a b-veto
@@ -432,7 +434,7 @@ def muon_quality(muons: Collection, sel: dict) -> np.ndarray:
     """The pt-independent part of the muon selection (|eta|, isolation, tight ID)."""
     ok = np.abs(muons["eta"]) < _get(sel, "abs_eta_max", "muon")
     ok &= muons["pfRelIso04_all"] < _get(sel, "iso_max", "muon")
-    if sel.get("tight_id", True):
+    if sel["tight_id"]:
         ok &= muons["tightId"].astype(bool)
     return ok
 
@@ -441,8 +443,7 @@ def veto_muons(muons: Collection, sel: dict | None) -> np.ndarray | None:
     """Muons that count for the extra-muon veto (pt-independent part), or None without veto."""
     if not sel:
         return None
-    return (np.abs(muons["eta"]) < float(sel.get("abs_eta_max", 2.4))) & (
-        muons["pfRelIso04_all"] < float(sel.get("iso_max", 0.3)))
+    return (np.abs(muons["eta"]) < float(sel["abs_eta_max"])) & (muons["pfRelIso04_all"] < float(sel["iso_max"]))
 
 
 def tau_quality(taus: Collection, sel: dict) -> np.ndarray:
@@ -530,7 +531,7 @@ def branches_read(available, input_section: dict | None = None, selection: dict 
             names += [f"Jet_{f}" for f in JET_ID_INPUTS]
         else:
             names.append(name)
-    names.append(chosen.get("btag", "Jet_btagDeepFlavB"))
+    names.append(chosen.get("btag", DEFAULT_BTAG))
     return [n for n in dict.fromkeys(names) if n in available]
 
 

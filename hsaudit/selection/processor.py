@@ -59,6 +59,12 @@ from hsaudit.tables import ID_COLUMNS, NOMINAL, feature_column, region_column
 CUTFLOW_STEPS = ("all", "preselection", "muon_pt", "tau_pt", "b_veto")
 
 
+def selection_settings(config: AnalysisConfig) -> dict:
+    """The ``selection`` section with the schema's defaults filled in (keys left unset without
+    a default are absent): the mapping every selection function reads."""
+    return config.section("selection").model_dump(exclude_none=True)
+
+
 def _take(values: np.ndarray, index: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """values[index] * scale per event as float64, NaN where index is -1."""
     if len(values) == 0:
@@ -89,9 +95,9 @@ class _PairFinder:
         self.tau_quality = tau_quality(content.taus, sel["tau"])
         veto = sel.get("extra_muon_veto")
         self.veto_quality = veto_muons(content.muons, veto)
-        self.veto_pt_min = float((veto or {}).get("pt_min", 10.0))
-        self.dr_pair = float(sel.get("pair_delta_r_min", 0.5))
-        self.dr_jet = float(sel["jet"].get("lepton_delta_r_min", 0.5))
+        self.veto_pt_min = None if veto is None else float(veto["pt_min"])
+        self.dr_pair = float(sel["pair_delta_r_min"])
+        self.dr_jet = float(sel["jet"]["lepton_delta_r_min"])
         taus = content.taus
         # pt * scale rounds monotonically in the scale: a tau failing at the largest scale
         # fails at every smaller one
@@ -165,7 +171,7 @@ class _RowObjects:
         jpt = jets["pt"].astype(np.float64)
         self.jet_px, self.jet_py = jpt * np.cos(jets["phi"]), jpt * np.sin(jets["phi"])
         bsel = sel.get("bjet") or {}
-        self.b_veto = bool(sel.get("b_veto", False))
+        self.b_veto = bool(sel["b_veto"])
         self.bsel = bsel
         self._pair: dict = {}
         self._jets: dict = {}
@@ -267,7 +273,7 @@ def select_content(content: EventContent, dataset: Dataset, config: AnalysisConf
     """Run the selection with every variant on one chunk; returns the payload
     ``{"columns": {...}, "extra": {...}}`` (columns as in hsaudit/tables.py, rows = events
     passing the preselection in any variant; ``weight`` is the raw genWeight)."""
-    sel = config.selection
+    sel = selection_settings(config)
     for key in ("muon", "tau", "jet"):
         if key not in sel:
             raise AuditError(f"config selection.{key}: missing")
@@ -280,7 +286,7 @@ def select_content(content: EventContent, dataset: Dataset, config: AnalysisConf
     for key in dict.fromkeys(v.pair_key for v in variants):
         rows |= pairs.get(*key)["imu"] >= 0
     n = int(rows.sum())
-    b_veto = bool(sel.get("b_veto", False))
+    b_veto = bool(sel["b_veto"])
     bsel = sel.get("bjet") or {}
     if b_veto and not {"btag_min", "pt_min", "abs_eta_max"} <= set(bsel):
         raise AuditError("config selection.bjet: needs btag_min, pt_min and abs_eta_max for the b-veto")
@@ -400,7 +406,7 @@ class SelectionProcessor(processor.ProcessorABC):
     def process(self, events):
         meta = getattr(events, "metadata", None) or {}
         filename = str(meta.get("filename", "<unknown file>"))
-        content = load_content(events, filename, self.config.input, self.config.selection)
+        content = load_content(events, filename, self.config.input, selection_settings(self.config))
         payload = select_content(content, self.dataset, self.config)
         payload["filename"] = filename
         payload["entry_start"] = int(meta.get("entrystart") or 0)
@@ -410,4 +416,4 @@ class SelectionProcessor(processor.ProcessorABC):
         return accumulator
 
 
-__all__ = ["SelectionProcessor", "select_content", "CUTFLOW_STEPS", "ID_COLUMNS", "NOMINAL"]
+__all__ = ["SelectionProcessor", "select_content", "selection_settings", "CUTFLOW_STEPS", "ID_COLUMNS", "NOMINAL"]

@@ -27,7 +27,7 @@ import numpy as np
 from hsaudit.config import AnalysisConfig, Dataset
 from hsaudit.errors import AuditError
 from hsaudit.selection.objects import branches_read, missing_branches_error, required_branches, resolve_branches
-from hsaudit.selection.processor import SelectionProcessor
+from hsaudit.selection.processor import SelectionProcessor, selection_settings
 from hsaudit.selection.shifts import build_variants
 from hsaudit.tables import FeatureTable, TableMeta, weight_column
 
@@ -114,7 +114,7 @@ def inspect_file(path: str | os.PathLike, config: AnalysisConfig | None = None) 
 def _mapping(config: AnalysisConfig | None):
     if config is None:
         return None, None
-    return config.input, config.selection
+    return config.input, selection_settings(config)
 
 
 def _plan(files, chunk_size: int, config: AnalysisConfig | None) -> tuple[list[tuple[str, int, int]], dict]:
@@ -194,7 +194,7 @@ def select_chunk(
 
     path = str(path)
     proc = SelectionProcessor(dataset, config)
-    f, tree = _open_checked(path, config.input, config.selection)  # the open file (and its cached tree) is reused below
+    f, tree = _open_checked(path, *_mapping(config))  # the open file (and its cached tree) is reused below
     n = int(tree.num_entries)
     if not (0 <= entry_start <= entry_stop <= n):
         f.close()
@@ -204,7 +204,7 @@ def select_chunk(
         return empty_table(dataset, config, path)
     ctx = _quiet_warnings()
     try:
-        branches = branches_read(tree.keys(), config.input, config.selection)
+        branches = branches_read(tree.keys(), *_mapping(config))
         events = NanoEventsFactory.from_root(
             f, treepath=TREE_NAME, mode="virtual", schemaclass=NanoAODSchema,
             entry_start=entry_start, entry_stop=entry_stop,
@@ -320,7 +320,7 @@ def select_files(
                 raise audit from None
             # find the file that cannot be read (a truncated or corrupt basket) and name it
             for path in dict.fromkeys(p for p, _, _ in chunks):
-                check_readable(path, config.input, config.selection)
+                check_readable(path, *_mapping(config))
             raise AuditError(f"the selection failed on dataset '{dataset.name}': {type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''}") from err
         finally:
