@@ -53,8 +53,8 @@ class NanoAODInput(Section):
     """NanoAOD ROOT files (generated demo events or a user's files) through the coffea selection."""
 
     kind: Literal["nanoaod"] = Field("nanoaod", description="`nanoaod` (coffea selection) or `flat` (feature tables).")
-    chunk_size: int | None = Field(None, gt=0, description=(
-        "Events per coffea chunk (one SelectEvents branch per chunk); default: one chunk per file."))
+    chunk_size: int = Field(100_000, gt=0, description=(
+        "Events per coffea chunk inside a SelectEvents branch (one branch per input file)."))
     branches: dict[str, str | list[str]] | None = Field(None, description=(
         "Names of the inputs that differ between NanoAOD versions, each a name or a list of candidates "
         "(the first one a file has is used); keys met, jet_id, tau_id_vsjet, tau_id_vsmu, tau_id_vse, "

@@ -32,7 +32,6 @@ from hsaudit.selection.shifts import build_variants
 from hsaudit.tables import FeatureTable, TableMeta, weight_column
 
 TREE_NAME = "Events"
-DEFAULT_CHUNK_SIZE = 100_000
 EXECUTORS = ("iterative", "futures", "dask")
 
 # coffea's NanoAOD schema complains about cross-reference indices that small or old test files
@@ -299,7 +298,7 @@ def select_files(
     if not isinstance(workers, (int, np.integer)) or workers <= 0:
         raise AuditError(f"workers must be a positive integer, got {workers!r}")
     if chunk_size is None:
-        chunk_size = int(config.input.get("chunk_size", DEFAULT_CHUNK_SIZE))
+        chunk_size = config.section("input").chunk_size
     files = [str(f) for f in files]
     chunks, branches = _plan(files, chunk_size, config)
     tables = []
