@@ -13,12 +13,12 @@ import numpy as np
 from hsaudit.errors import AuditError
 
 
-def finite_array(value, what: str, *, ndim: int | None = None, allow_empty: bool = True,
-                 dtype=np.float64) -> np.ndarray:
-    """``value`` as an array of ``dtype`` (float64 by default) whose entries are all finite.
+def float_array(value, what: str, *, ndim: int | None = None, dtype=np.float64) -> np.ndarray:
+    """``value`` as an array of ``dtype`` (float64 by default), NaN and inf allowed (for
+    callers that treat them themselves; :func:`finite_array` rejects them).
 
-    ``ndim``: the number of dimensions it must have (any when None). ``allow_empty=False``
-    rejects an array without entries. Torch tensors are detached and copied to the CPU."""
+    ``ndim``: the number of dimensions it must have (any when None). Torch tensors are
+    detached and copied to the CPU."""
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     try:
@@ -27,6 +27,16 @@ def finite_array(value, what: str, *, ndim: int | None = None, allow_empty: bool
         raise AuditError(f"{what} must be an array of numbers ({exc})") from None
     if ndim is not None and a.ndim != ndim:
         raise AuditError(f"{what} must be {ndim}-dimensional, got shape {a.shape}")
+    return a
+
+
+def finite_array(value, what: str, *, ndim: int | None = None, allow_empty: bool = True,
+                 dtype=np.float64) -> np.ndarray:
+    """``value`` as an array of ``dtype`` (float64 by default) whose entries are all finite.
+
+    ``ndim``: the number of dimensions it must have (any when None). ``allow_empty=False``
+    rejects an array without entries. Torch tensors are detached and copied to the CPU."""
+    a = float_array(value, what, ndim=ndim, dtype=dtype)
     if a.size == 0:
         if not allow_empty:
             raise AuditError(f"{what} is empty")
@@ -48,4 +58,4 @@ def finite_weights(weights, n: int, what: str = "weights") -> np.ndarray:
     return w
 
 
-__all__ = ["finite_array", "finite_weights"]
+__all__ = ["float_array", "finite_array", "finite_weights"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hsaudit.arrays import finite_array, finite_weights
+from hsaudit.arrays import finite_array, finite_weights, float_array
 from hsaudit.errors import AuditError
 
 
@@ -27,6 +27,15 @@ def test_errors_name_the_argument():
         finite_array(["a", "b"], "labels")
     with pytest.raises(AuditError, match="ragged must be an array of numbers"):
         finite_array([[1, 2], [3]], "ragged")
+
+
+def test_float_array_keeps_nan_and_inf_but_checks_the_rest():
+    a = float_array(torch.tensor([0.5, float("nan"), float("inf")]), "scores", ndim=1)
+    assert a.dtype == np.float64 and np.isnan(a[1]) and np.isinf(a[2])
+    with pytest.raises(AuditError, match="edges must be 1-dimensional, got shape \\(1, 2\\)"):
+        float_array([[1, 2]], "edges", ndim=1)
+    with pytest.raises(AuditError, match="yields must be an array of numbers"):
+        float_array(["a"], "yields")
 
 
 def test_empty_arrays_are_allowed_by_default():
