@@ -224,7 +224,7 @@ def model_figures(cfg, mname: str, inputs, model_summary: dict, sample, outputs:
     attack's feature and correlation change, the NN output per region with the standard bands
     and the attacked total. ``inputs``: hsaudit.audit_stage.ModelInputs."""
     from hsaudit.attacks.checks import correlation_matrix
-    from hsaudit.ml.evaluation import significance_curve
+    from hsaudit.roc import significance_curve
     from hsaudit.tables import NOMINAL
 
     results = inputs.toys

@@ -121,7 +121,7 @@ def test_metrics():
     assert fooling_ratio(s, after, y) == pytest.approx(correct_sig / correct)
     assert fooling_ratio(s, s, y) == 0.0
     curve = significance_curve(s, y, thresholds=[0.0, 0.5])
-    assert curve["significance"][0] == pytest.approx(1.0)
+    assert curve["rel_significance"][0] == pytest.approx(1.0)
     summ = significance_summary(s, after, y)
     assert summ["peak_before"] > 1.0 and summ["at_nominal_threshold_after"] < summ["peak_before"]
     ys = yield_shift(s, after, y, threshold=0.5)

@@ -2,10 +2,11 @@
 
 * fooling ratio (Bechtle et al. 2026, "Shapes are not enough"): fraction of the correctly
   classified attacked events whose predicted class flips;
-* weighted ROC AUC before / after;
+* weighted ROC AUC before / after (hsaudit.roc.weighted_auc);
 * relative discovery significance eps_S / sqrt(eps_B) of a cut on the NN output as a curve
-  over thresholds, its peak before / after, and the value after the attack at the threshold
-  that was optimal before (Nachman & Shimmin 2019: the "expected optimal cut");
+  over thresholds (hsaudit.roc.significance_curve), its peak before / after, and the value
+  after the attack at the threshold that was optimal before (Nachman & Shimmin 2019: the
+  "expected optimal cut");
 * signal-region yield shift: weighted yields above that threshold and the shift of the
   NN-output distribution: the Wasserstein-1 (earth mover's) distance of the normalised
   distributions (bin-free; equals |mean shift| for a shift of every event in one direction,
@@ -26,6 +27,8 @@ import torch
 from hsaudit.arrays import finite_array, finite_weights
 from hsaudit.errors import AuditError
 from hsaudit.histograms import weighted_histogram
+# the one weighted AUC and significance curve (hsaudit.roc), also importable from here
+from hsaudit.roc import significance_curve, weighted_auc  # noqa: F401
 from hsaudit.attacks.base import model_probabilities
 from hsaudit.attacks.checks import weighted_cdfs
 from hsaudit.attacks.envelope import Envelope
@@ -52,42 +55,8 @@ def fooling_ratio(p_before, p_after, labels, threshold: float = 0.5, mask=None) 
     return float(fooled.sum() / correct.sum())
 
 
-def weighted_auc(scores, labels, weights=None) -> float:
-    """Area under the ROC curve with event weights (ties count one half)."""
-    s, y = _np("scores", scores), _np("labels", labels)
-    w = _w(weights, len(s))
-    sig, bkg = y == 1, y == 0
-    ws, wb = w[sig].sum(), w[bkg].sum()
-    if ws <= 0 or wb <= 0:
-        raise AuditError("AUC needs both signal and background events with positive total weight")
-    uniq, inv = np.unique(s, return_inverse=True)
-    hs = np.bincount(inv, weights=np.where(sig, w, 0.0), minlength=len(uniq))
-    hb = np.bincount(inv, weights=np.where(bkg, w, 0.0), minlength=len(uniq))
-    below_s = np.cumsum(hs) - hs  # signal weight strictly below each score value
-    # P(score_sig > score_bkg) + 0.5 P(equal)
-    auc = np.sum(hb * (ws - below_s - hs)) + 0.5 * np.sum(hb * hs)
-    return float(auc / (ws * wb))
-
-
-def significance_curve(scores, labels, weights=None, thresholds=None) -> dict:
-    """eps_S(t) / sqrt(eps_B(t)) for cuts score >= t (NaN where eps_B = 0)."""
-    s, y = _np("scores", scores), _np("labels", labels)
-    w = _w(weights, len(s))
-    t = np.linspace(0.0, 1.0, 201)[:-1] if thresholds is None else np.asarray(thresholds, dtype=np.float64)
-    sig, bkg = y == 1, y == 0
-    ws, wb = w[sig].sum(), w[bkg].sum()
-    if ws <= 0 or wb <= 0:
-        raise AuditError("the significance curve needs signal and background events")
-    order = np.argsort(s)
-    ss, wsig, wbkg = s[order], np.where(sig, w, 0.0)[order], np.where(bkg, w, 0.0)[order]
-    cs = np.concatenate([[0.0], np.cumsum(wsig)])
-    cb = np.concatenate([[0.0], np.cumsum(wbkg)])
-    i = np.searchsorted(ss, t, side="left")  # events with score >= t: from i on
-    eps_s = (cs[-1] - cs[i]) / ws
-    eps_b = (cb[-1] - cb[i]) / wb
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sig_curve = np.where(eps_b > 0, eps_s / np.sqrt(eps_b), np.nan)
-    return {"thresholds": t, "eps_s": eps_s, "eps_b": eps_b, "significance": sig_curve}
+# thresholds of the significance summary: 0, 0.005, ..., 0.995
+SUMMARY_THRESHOLDS = np.linspace(0.0, 1.0, 201)[:-1]
 
 
 def significance_summary(p_before, p_after, labels, weights=None, thresholds=None, min_eps_b: float = 1e-3,
@@ -95,13 +64,14 @@ def significance_summary(p_before, p_after, labels, weights=None, thresholds=Non
     """Peak eps_S/sqrt(eps_B) before / after, the nominal optimal threshold and the value
     after the attack at that threshold. Cuts with eps_B < ``min_eps_b`` are ignored (MC
     statistics). ``labels_after`` / ``weights_after``: the events after the attack when
-    they are not those before (migration)."""
-    cb = significance_curve(p_before, labels, weights, thresholds)
+    they are not those before (migration). ``thresholds``: default SUMMARY_THRESHOLDS."""
+    t = SUMMARY_THRESHOLDS if thresholds is None else thresholds
+    cb = significance_curve(p_before, labels, weights, t, nonfinite="raise")
     ca = significance_curve(p_after, labels if labels_after is None else labels_after,
-                            weights if weights_after is None else weights_after, thresholds)
+                            weights if weights_after is None else weights_after, t, nonfinite="raise")
 
     def peak(c):
-        v = np.where(c["eps_b"] >= min_eps_b, c["significance"], np.nan)
+        v = np.where(c["eps_b"] >= min_eps_b, c["rel_significance"], np.nan)
         if np.all(np.isnan(v)):
             return 0, float("nan")
         i = int(np.nanargmax(v))
@@ -109,7 +79,7 @@ def significance_summary(p_before, p_after, labels, weights=None, thresholds=Non
 
     ib, pb = peak(cb)
     _, pa = peak(ca)
-    at_nominal = float(ca["significance"][ib])
+    at_nominal = float(ca["rel_significance"][ib])
     return {
         "peak_before": pb,
         "peak_after": pa,
@@ -234,8 +204,8 @@ def attack_metrics(model, x, x_adv, envelope: Envelope, labels=None, weights=Non
         out["fooling_ratio"] = fooling_ratio(pb, pa, y, threshold, m)
         yb, ya = y[m], y[ma]
         if all((v == 1).any() and (v == 0).any() for v in (yb, ya)):
-            out["auc_before"] = weighted_auc(pb[m], yb, w[m])
-            out["auc_after"] = weighted_auc(pa[ma], ya, w[ma])
+            out["auc_before"] = weighted_auc(pb[m], yb, w[m], nonfinite="raise")
+            out["auc_after"] = weighted_auc(pa[ma], ya, w[ma], nonfinite="raise")
             sig = significance_summary(pb[m], pa[ma], yb, w[m], labels_after=ya, weights_after=w[ma])
             out["significance"] = sig
             out["yield_shift"] = yield_shift(pb[m], pa[ma], yb, w[m], sig["nominal_threshold"],

@@ -1,9 +1,8 @@
 """Evaluation of a trained classifier: NN outputs per variant, weighted ROC and AUC, the
 relative discovery significance curve, NN-output histograms per region and variant.
 
-The relative discovery significance of a cut f >= t is eps_S(t) / sqrt(eps_B(t)) (the gain
-in S/sqrt(B) over no cut, valid for S << B), the figure of merit of Nachman & Shimmin (2019),
-"AI Safety for High Energy Physics"; a classifier helps where it exceeds 1.
+The weighted ROC / AUC and the relative discovery significance eps_S / sqrt(eps_B) of a cut
+f >= t are hsaudit.roc's (imported here under the same names).
 
 All results are plain numpy arrays / floats (no plotting, no files).
 """
@@ -16,6 +15,9 @@ import torch
 from hsaudit.errors import AuditError
 from hsaudit.histograms import weighted_histogram
 from hsaudit.jsonio import to_json
+# the weighted ROC / AUC and the significance curve live in hsaudit.roc; imported here
+# so that ``hsaudit.ml.evaluation.weighted_auc`` etc. keep working
+from hsaudit.roc import efficiencies, significance_curve, weighted_auc, weighted_roc  # noqa: F401
 
 
 def _model_device(model) -> torch.device:
@@ -62,75 +64,6 @@ def predict(model, X, batch_size: int = 65536, invalid: str = "error") -> np.nda
 def outputs_per_variant(model, variants: dict, batch_size: int = 65536, invalid: str = "error") -> dict:
     """{variant name: X} -> {variant name: NN outputs}."""
     return {name: predict(model, X, batch_size, invalid) for name, X in variants.items()}
-
-
-def _check_scores(scores, y, w):
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    y = np.asarray(y).reshape(-1)
-    w = np.ones_like(scores) if w is None else np.asarray(w, dtype=np.float64).reshape(-1)
-    if not (len(scores) == len(y) == len(w)):
-        raise AuditError(f"scores, labels and weights differ in length: {len(scores)}, {len(y)}, {len(w)}")
-    ok = np.isfinite(scores)
-    scores, y, w = scores[ok], y[ok].astype(bool), w[ok]
-    if not (w[y].sum() > 0 and w[~y].sum() > 0):
-        raise AuditError("ROC / significance need positive total signal and background weight")
-    return scores, y, w
-
-
-def weighted_roc(scores, y, w=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted ROC curve: (fpr, tpr, thresholds), thresholds descending, the first one +inf
-    (nothing selected). fpr = background efficiency, tpr = signal efficiency of f >= t.
-    Ties in the score are one point. NaN scores are ignored."""
-    scores, y, w = _check_scores(scores, y, w)
-    order = np.argsort(-scores, kind="mergesort")
-    s, ys, ws = scores[order], y[order], w[order]
-    tp = np.cumsum(np.where(ys, ws, 0.0))
-    fp = np.cumsum(np.where(ys, 0.0, ws))
-    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]
-    tpr = np.r_[0.0, tp[last] / tp[-1]]
-    fpr = np.r_[0.0, fp[last] / fp[-1]]
-    return fpr, tpr, np.r_[np.inf, s[last]]
-
-
-def weighted_auc(scores, y, w=None) -> float:
-    """Area under the weighted ROC curve (trapezoids; 0.5 = no separation)."""
-    fpr, tpr, _ = weighted_roc(scores, y, w)
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) * 0.5))
-
-
-def efficiencies(scores, y, w=None, thresholds=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(thresholds, eps_S, eps_B) for cuts f >= t; default thresholds 0, 0.01, ..., 0.99."""
-    scores, y, w = _check_scores(scores, y, w)
-    t = np.linspace(0.0, 0.99, 100) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
-
-    def eff(sel):
-        sc, ww = scores[sel], w[sel]
-        order = np.argsort(sc, kind="mergesort")
-        sc, tail = sc[order], np.cumsum(ww[order][::-1])[::-1]  # tail[i] = sum of w at sorted i..end
-        tail = np.r_[tail, 0.0]
-        return tail[np.searchsorted(sc, t, side="left")] / ww.sum()
-
-    return t, eff(y), eff(~y)
-
-
-def significance_curve(scores, y, w=None, thresholds=None) -> dict:
-    """Relative discovery significance eps_S / sqrt(eps_B) vs threshold.
-
-    Returns {"thresholds", "eps_s", "eps_b", "rel_significance"} (NaN where eps_B = 0) and
-    the peak: {"best_threshold", "best_rel_significance"}.
-    """
-    t, es, eb = efficiencies(scores, y, w, thresholds)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(eb > 0, es / np.sqrt(np.where(eb > 0, eb, 1.0)), np.nan)
-    i = int(np.nanargmax(rel)) if np.isfinite(rel).any() else 0
-    return {
-        "thresholds": t,
-        "eps_s": es,
-        "eps_b": eb,
-        "rel_significance": rel,
-        "best_threshold": float(t[i]),
-        "best_rel_significance": float(rel[i]) if np.isfinite(rel).any() else float("nan"),
-    }
 
 
 def histogram(values, weights=None, bins=20, range=(0.0, 1.0)) -> dict:

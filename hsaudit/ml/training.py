@@ -626,7 +626,7 @@ def _train_epoch(model, opt, Xtr, ytr, wtr, var: _Variations, lam, n_bins, batch
 @torch.no_grad()
 def _evaluate_split(model, X, y, w, var: _Variations, n_bins, chunk: int = 65536) -> dict:
     """Weighted BCE, Lambda per systematic (histograms over the whole split) and AUC."""
-    from hsaudit.ml.evaluation import weighted_auc
+    from hsaudit.roc import weighted_auc
 
     model.eval()
     n, nf = X.shape
