@@ -62,6 +62,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hsaudit.arrays import float_array
 from hsaudit.errors import AuditError
 
 NORMFACTOR_INIT, NORMFACTOR_BOUNDS = 1.0, (0.0, 10.0)
@@ -87,12 +88,9 @@ class ParamSet:
 
 
 def _array(value, what: str, n: int | None = None, allow_negative: bool = False) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise AuditError(f"{what}: expected a list of numbers, got {value!r:.80}") from None
-    if arr.ndim != 1:
-        raise AuditError(f"{what}: expected a 1-d list of numbers, got shape {arr.shape}")
+    """A model input (per-bin yields, edges) as a 1-d float64 array: the coercion of
+    hsaudit.arrays, then the checks of a binned model (length, finite per bin, sign)."""
+    arr = float_array(value, what, ndim=1)
     if n is not None and len(arr) != n:
         raise AuditError(f"{what}: has {len(arr)} bins, expected {n} (mismatched binning)")
     bad = ~np.isfinite(arr)
