@@ -52,6 +52,17 @@ def test_cumulative_reproduces_np_histogram_bit_for_bit():
     assert np.array_equal(clipped, np.histogram(np.clip(v, 0, 1), e, weights=w)[0])
 
 
+def test_unweighted_drop_counts_equal_np_histogram_on_a_range():
+    """The pull histogram of hsaudit.stats.toys.gaussian_fit: counts of np.histogram(x, n,
+    (lo, hi)), including values exactly on the edges and on hi."""
+    rng = np.random.default_rng(4)
+    x = np.r_[np.round(rng.normal(0, 2, 20000), 1), -5.0, 5.0, 5.2, -7.0]
+    for lo, hi, n in ((-5, 5, 50), (-3.0, 3.0, 30), (-1, 1, 7)):
+        got = weighted_histogram(x, None, np.linspace(lo, hi, n + 1), outside="drop", sums="cumulative")[0]
+        ref = np.histogram(x, bins=n, range=(lo, hi))[0]
+        assert got.dtype == np.float64 and np.array_equal(got, ref)
+
+
 def test_in_order_sums_equal_cumulative_ones_up_to_rounding():
     v, w, e = _random(1)
     a = weighted_histogram(v, w, e, outside="drop")[0]

@@ -31,6 +31,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from hsaudit.errors import AuditError
+from hsaudit.histograms import weighted_histogram
 from hsaudit.stats.fit import STATUS_TEXT, fit_toys
 from hsaudit.stats.significance import q0_from_fits
 
@@ -261,7 +262,10 @@ def gaussian_fit(x: np.ndarray, lo: float = -5.0, hi: float = 5.0, n_bins: int =
     width and their Hessian uncertainties."""
     x = np.asarray(x, dtype=np.float64)
     x = x[np.isfinite(x)]
-    counts, edges = np.histogram(x, bins=n_bins, range=(lo, hi))
+    edges = np.linspace(lo, hi, n_bins + 1)
+    # np.histogram's conventions (values outside [lo, hi] ignored, hi in the last bin): the
+    # counts are those of np.histogram(x, n_bins, (lo, hi)), as whole numbers in float64
+    counts = weighted_histogram(x, None, edges, outside="drop", sums="cumulative", what="pull histogram")[0]
     n_in = counts.sum()
     if n_in < 10:
         m, s = (float(np.mean(x)), float(np.std(x))) if len(x) else (np.nan, np.nan)
