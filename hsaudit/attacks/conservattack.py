@@ -107,6 +107,9 @@ class _State:
         self.B = bins
         f = x32.shape[1]
         self.H = np.zeros((f, bins))
+        # binned with bin_of, the function every move is booked with, not with
+        # hsaudit.histograms: its edges cmin + span * k / B put values that lie on an edge
+        # (discrete features) in another bin than floor((v - cmin) / span * B) does
         for j in range(f):
             self.H[j] = np.bincount(self.bin_of(self.X[:, j], j), weights=w, minlength=bins)
         self.q = self.H / self.W
