@@ -8,7 +8,7 @@ audit measures an artefact of the bookkeeping instead of a mismodelling.
 
 Rules (docs/audit.md, "Migration of attacked events"):
 - the kinematic cuts of the selection and of each region are written as cuts on features
-  (``region_cuts``): nanoaod input: muon pt > selection.muon.pt_min (feature ``mu_pt``),
+  (``RegionCuts``): nanoaod input: muon pt > selection.muon.pt_min (feature ``mu_pt``),
   tau pt > selection.tau.pt_min (``tau_pt``), mt_min < mT < mt_max (``mt_mu``); flat input:
   selection.cuts (min inclusive, max exclusive) and the regions' mT window on
   input.mt_column. A cut on a feature the network does not use cannot be re-applied and
@@ -55,32 +55,46 @@ class FeatureCut:
         return ok
 
 
-def region_cuts(cfg: AnalysisConfig) -> dict[str, list[FeatureCut]]:
+@dataclass(frozen=True)
+class RegionCuts:
     """Per region, the selection's and the region's kinematic cuts on the network's features
-    (those on other quantities are left out: see the module docstring)."""
-    features = set(cfg.feature_names)
-    if cfg.input.get("kind", "nanoaod") == "nanoaod":
-        sel = cfg.selection or {}
-        common = [FeatureCut("mu_pt", low=float(sel["muon"]["pt_min"])) if "pt_min" in (sel.get("muon") or {}) else None,
-                  FeatureCut("tau_pt", low=float(sel["tau"]["pt_min"])) if "pt_min" in (sel.get("tau") or {}) else None]
-        common = [c for c in common if c is not None]
-        mt_feature, mt_inclusive, missing = "mt_mu", False, None
-    else:
-        from hsaudit.flat_tables import parse_flat_options
+    (those on other quantities are left out: see the module docstring). Built once from the
+    typed ``input``, ``selection`` and ``regions`` sections (``from_config``); what
+    ``regions_after_attack`` needs of the configuration, and nothing else."""
 
-        opts = parse_flat_options(cfg)
-        missing = opts.missing_value
-        common = [FeatureCut(col, low=lo, high=hi, low_inclusive=True, missing_value=missing)
-                  for col, (lo, hi) in opts.cuts.items()]
-        mt_feature, mt_inclusive = opts.mt_column, True
-    out = {}
-    for name, region in cfg.regions.items():
-        cuts = list(common)
-        if region.mt_min is not None or region.mt_max is not None:
-            cuts.append(FeatureCut(mt_feature, low=region.mt_min, high=region.mt_max,
-                                   low_inclusive=mt_inclusive, missing_value=missing))
-        out[name] = [c for c in cuts if c.feature in features]
-    return out
+    by_region: tuple[tuple[str, tuple[FeatureCut, ...]], ...]
+
+    @classmethod
+    def from_config(cls, cfg: AnalysisConfig) -> "RegionCuts":
+        inp, sel = cfg.section("input"), cfg.section("selection")
+        if inp.kind == "nanoaod":
+            common = [FeatureCut(feature, low=float(obj.pt_min))
+                      for feature, obj in (("mu_pt", sel.muon), ("tau_pt", sel.tau)) if obj is not None]
+            mt_feature, mt_inclusive, missing = "mt_mu", False, None
+        else:
+            # flat tables: selection.cuts (min inclusive, max exclusive) and the regions' mT window on
+            # input.mt_column (their references were checked when the configuration was loaded)
+            missing = inp.missing.value
+            common = [FeatureCut(col, low=c.min, high=c.max, low_inclusive=True, missing_value=missing)
+                      for col, c in (sel.cuts or {}).items()]
+            mt_feature, mt_inclusive = inp.mt_column, True
+        features = set(cfg.feature_names)
+        out = []
+        for name, region in cfg.regions.items():
+            cuts = list(common)
+            if region.mt_min is not None or region.mt_max is not None:
+                cuts.append(FeatureCut(mt_feature, low=region.mt_min, high=region.mt_max,
+                                       low_inclusive=mt_inclusive, missing_value=missing))
+            out.append((name, tuple(c for c in cuts if c.feature in features)))
+        return cls(tuple(out))
+
+    def as_dict(self) -> dict[str, list[FeatureCut]]:
+        return {name: list(cuts) for name, cuts in self.by_region}
+
+
+def region_cuts(cfg: AnalysisConfig) -> dict[str, list[FeatureCut]]:
+    """{region: [FeatureCut]} of a configuration (``RegionCuts.from_config``)."""
+    return RegionCuts.from_config(cfg).as_dict()
 
 
 def candidates(sample: EventSample, region: str, systematic: str) -> np.ndarray:
@@ -94,25 +108,25 @@ def candidates(sample: EventSample, region: str, systematic: str) -> np.ndarray:
     return mask
 
 
-def regions_after_attack(sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, cfg: AnalysisConfig,
+def regions_after_attack(sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, cuts: RegionCuts,
                          systematic: str) -> dict[str, np.ndarray]:
     """{region: (len(rows),) bool}: membership of the attacked events ``rows`` with features
-    ``x_adv`` (rules in the module docstring)."""
+    ``x_adv`` under the region ``cuts`` (rules in the module docstring)."""
     rows = np.asarray(rows)
     x_adv = np.asarray(x_adv)
     if x_adv.shape != (len(rows), len(sample.features)):
         raise AuditError(f"attacked features have shape {x_adv.shape}, expected ({len(rows)}, {len(sample.features)})")
     x_nom = sample.X[NOMINAL][rows]
     out = {}
-    for region, cuts in region_cuts(cfg).items():
+    for region, feature_cuts in cuts.by_region:
         nominal = sample.region[(region, NOMINAL)][rows]
-        if not cuts:
+        if not feature_cuts:
             out[region] = nominal.copy()
             continue
-        cols = [sample.features.index(c.feature) for c in cuts]
+        cols = [sample.features.index(c.feature) for c in feature_cuts]
         moved = (x_adv[:, cols] != x_nom[:, cols]).any(axis=1)
         passes = np.ones(len(rows), dtype=bool)
-        for c, j in zip(cuts, cols):
+        for c, j in zip(feature_cuts, cols):
             passes &= c.passes(x_adv[:, j])
         after = candidates(sample, region, systematic)[rows] & passes
         out[region] = np.where(moved, after, nominal)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hsaudit.attack_regions import RegionCuts
 from hsaudit.config import AnalysisConfig
 from hsaudit.errors import AuditError
 from hsaudit.samples import EventSample
@@ -48,7 +49,7 @@ from hsaudit.tables import NOMINAL
 def feature_kinds(cfg: AnalysisConfig) -> dict[str, str]:
     """Kind of each feature: from the config where given, else the selection's registry."""
     kinds = {f.name: f.kind for f in cfg.features}
-    if cfg.input.get("kind", "nanoaod") == "nanoaod":
+    if cfg.section("input").kind == "nanoaod":
         from hsaudit.selection.features import FEATURE_KINDS
 
         for name in kinds:
@@ -61,16 +62,38 @@ def integer_features(cfg: AnalysisConfig) -> list[str]:
     return [n for n, k in feature_kinds(cfg).items() if k == "integer"]
 
 
-def attack_rows(sample: EventSample, cfg: AnalysisConfig, systematic: str) -> np.ndarray:
+@dataclass(frozen=True)
+class AttackStageSettings:
+    """What the attack stage reads of the configuration, built once at its boundary
+    (``from_config``) and handed to the functions that need it: the envelope's size and
+    integer features, the signal region, the region cuts re-applied after an attack and the
+    published statistics' thresholds. The configured attacks themselves are made by
+    ``make_attack``."""
+
+    signal_region: str
+    n_sigma: float                        # audit.n_sigma: the envelope in units of the systematic
+    integer_features: tuple[str, ...]     # features that stay integer (feature_kinds)
+    region_cuts: RegionCuts               # hsaudit.attack_regions
+    published_thresholds: dict            # checks: thresholds of the papers' statistics
+
+    @classmethod
+    def from_config(cls, cfg: AnalysisConfig) -> "AttackStageSettings":
+        audit = cfg.section("audit")
+        if "max_events" in audit.model_fields_set:
+            raise AuditError("audit.max_events is no longer a setting: every selected event is attacked "
+                             "(a mismodelling of a subset would be diluted); remove it from the configuration")
+        return cls(signal_region=cfg.signal_region, n_sigma=float(audit.n_sigma),
+                   integer_features=tuple(integer_features(cfg)), region_cuts=RegionCuts.from_config(cfg),
+                   published_thresholds=published_thresholds(cfg))
+
+
+def attack_rows(sample: EventSample, systematic: str) -> np.ndarray:
     """Indices of the events an attack in ``systematic``'s envelope moves: every event
     selected in some region in the nominal or in the systematic's up or down variant, with
     finite nominal features (an event whose nominal features cannot be computed has no
     envelope). Sorted. All of them: a subset would dilute the mismodelling."""
     from hsaudit.attack_regions import candidates
 
-    if "max_events" in cfg.audit:
-        raise AuditError("audit.max_events is no longer a setting: every selected event is attacked "
-                         "(a mismodelling of a subset would be diluted); remove it from the configuration")
     selected = np.zeros(len(sample), dtype=bool)
     for region in sample.regions:
         selected |= candidates(sample, region, systematic)
@@ -126,21 +149,22 @@ def continuous_variant(nominal: np.ndarray, variant: np.ndarray, integer: list[i
     return out
 
 
-def build_envelope(sample: EventSample, rows: np.ndarray, cfg: AnalysisConfig, systematic: str):
+def build_envelope(sample: EventSample, rows: np.ndarray, n_sigma: float, integer_features: tuple[str, ...],
+                   systematic: str):
     """The systematic's envelope of the attacked rows: the box spanned by each event's down,
     nominal and up variants (continuous deformations only, see ``continuous_variant``),
-    scaled by ``audit.n_sigma``."""
+    scaled by ``n_sigma`` (``audit.n_sigma``); ``integer_features`` stay integer."""
     from hsaudit.attacks.envelope import Envelope
 
     up, down = f"{systematic}_up", f"{systematic}_down"
     if up not in sample.variants:
         raise AuditError(f"systematic '{systematic}' has no shifted variants in the feature tables")
     nominal = sample.X[NOMINAL][rows]
-    integer = [sample.features.index(f) for f in integer_features(cfg) if f in sample.features]
+    integer = [sample.features.index(f) for f in integer_features if f in sample.features]
     return Envelope.from_variants(
         nominal, continuous_variant(nominal, sample.X[up][rows], integer),
         continuous_variant(nominal, sample.X[down][rows], integer),
-        n_sigma=float(cfg.section("audit").n_sigma), integer_features=integer_features(cfg),
+        n_sigma=float(n_sigma), integer_features=list(integer_features),
         feature_names=sample.features, systematic=systematic, missing="fixed",
     )
 
@@ -188,9 +212,10 @@ def make_attack(cfg: AnalysisConfig, attack_name: str):
         return get_attack_class("random")(), cfg.section("audit").objective
     if attack_name not in cfg.attacks:
         raise AuditError(f"unknown attack '{attack_name}' (configured: {list(cfg.attacks)})")
-    spec = dict(cfg.attacks[attack_name])
-    kind = spec.pop("type", attack_name)
-    objective = spec.pop("objective", cfg.section("audit").objective)
+    typed = cfg.attack_settings(attack_name)
+    spec = {k: v for k, v in cfg.attacks[attack_name].items() if k not in ("type", "objective")}
+    kind = typed.type
+    objective = typed.objective or cfg.section("audit").objective
     if kind == "fgsm":
         # relative steps for momenta, absolute for angles: by the feature's kind, not its name
         spec.setdefault("feature_kinds", feature_kinds(cfg))
@@ -229,21 +254,21 @@ def seed_matters(cfg: AnalysisConfig, sample: EventSample, systematic: str, atta
     attack, objective = make_attack(cfg, attack_name)
     if attack.name != "nuisance_field":
         return True
-    rows = attack_rows(sample, cfg, systematic)
+    rows = attack_rows(sample, systematic)
     fit_half = fitting_half(event_keys(sample, rows)) if attack.universal else None
     # an upper bound of the events the field is fitted on (the objective's class may select fewer)
-    n_fit = int(objective_events(sample, cfg, systematic, rows, objective, fit_half).sum())
+    n_fit = int(objective_events(sample, cfg.signal_region, systematic, rows, objective, fit_half).sum())
     return n_fit > attack.settings["train_batch_size"]
 
 
-def objective_events(sample: EventSample, cfg: AnalysisConfig, systematic: str, rows: np.ndarray, objective: str,
+def objective_events(sample: EventSample, signal_region: str, systematic: str, rows: np.ndarray, objective: str,
                      fit_half: np.ndarray | None) -> np.ndarray:
     """(len(rows),) bool: the events whose objective an attack optimises (module docstring):
-    the signal-region candidates for ``shift_output``, else all; only the fitting half for a
-    universal attack."""
+    the candidates of ``signal_region`` for ``shift_output``, else all; only the fitting half
+    for a universal attack."""
     from hsaudit.attack_regions import candidates
 
-    mask = candidates(sample, cfg.signal_region, systematic)[rows] if objective == "shift_output" \
+    mask = candidates(sample, signal_region, systematic)[rows] if objective == "shift_output" \
         else np.ones(len(rows), bool)
     return mask if fit_half is None else mask & fit_half
 
@@ -259,28 +284,30 @@ def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str,
     from hsaudit.attack_regions import regions_after_attack
     from hsaudit.attacks.metrics import attack_metrics
 
+    settings = AttackStageSettings.from_config(cfg)
     attack, objective = make_attack(cfg, attack_name)
-    rows = attack_rows(sample, cfg, systematic)
-    envelope = build_envelope(sample, rows, cfg, systematic)
+    rows = attack_rows(sample, systematic)
+    envelope = build_envelope(sample, rows, settings.n_sigma, settings.integer_features, systematic)
     x = sample.X[NOMINAL][rows]
     y = sample.y[rows]
     w = sample.weight[rows]
     keys = event_keys(sample, rows)
-    sr = cfg.signal_region
+    sr = settings.signal_region
     fit_half = fitting_half(keys) if attack.universal else None
-    objective_mask = objective_events(sample, cfg, systematic, rows, objective, fit_half)
+    objective_mask = objective_events(sample, sr, systematic, rows, objective, fit_half)
     eval_w = evaluation_weights(w, fit_half)
     if seed is None:
         seed = derive_seed(cfg.seed, "attack", model_name, systematic, attack_name)
 
-    monitor = None if calibration is None else hidden_monitor(model, sample, rows, cfg, systematic, calibration,
+    monitor = None if calibration is None else hidden_monitor(model, sample, rows, settings.region_cuts, systematic,
+                                                                 calibration,
                                                                  w if fit_half is None else np.where(fit_half, 2.0 * w, 0.0),
                                                                  nn_nominal)
 
     result = attack.attack(model, x, envelope, objective=objective, labels=y, weights=w, seed=seed,
                            objective_mask=objective_mask, event_keys=keys, monitor=monitor)
     x_adv = result.numpy()
-    regions = regions_after_attack(sample, rows, x_adv, cfg, systematic)
+    regions = regions_after_attack(sample, rows, x_adv, settings.region_cuts, systematic)
     judged = eval_w != 0
     in_sr = sample.region[(sr, NOMINAL)][rows]
     metrics = attack_metrics(model, x[judged], x_adv[judged], envelope.subset(np.flatnonzero(judged)),
@@ -295,9 +322,10 @@ def run_attack(model, sample: EventSample, cfg: AnalysisConfig, model_name: str,
                          metrics=metrics, extra=result.extra)
 
 
-def hidden_monitor(model, sample: EventSample, rows: np.ndarray, cfg: AnalysisConfig, systematic: str, calibration,
+def hidden_monitor(model, sample: EventSample, rows: np.ndarray, cuts: RegionCuts, systematic: str, calibration,
                    monitor_weights: np.ndarray, nn_nominal: np.ndarray | None = None):
-    """The monitor of ``keep_hidden``: x_candidate -> hidden? judged with ``monitor_weights``
+    """The monitor of ``keep_hidden``: x_candidate -> hidden? (regions after the candidate
+    from the region ``cuts``) judged with ``monitor_weights``
     (twice the weight on the fitting half, zero elsewhere), so that the final verdict, on the
     other half, is on statistics the attack did not select on."""
     from hsaudit.calibration_stage import nominal_outputs
@@ -306,7 +334,7 @@ def hidden_monitor(model, sample: EventSample, rows: np.ndarray, cfg: AnalysisCo
         nn_nominal = nominal_outputs(model, sample)
 
     def monitor(x_candidate) -> bool:
-        return visibility(model, sample, rows, x_candidate, cfg, systematic, calibration, monitor_weights,
+        return visibility(model, sample, rows, x_candidate, cuts, systematic, calibration, monitor_weights,
                           nn_nominal=nn_nominal)["hidden"]
 
     return monitor
@@ -330,21 +358,22 @@ def nominal_regions(sample: EventSample) -> dict[str, np.ndarray]:
     return {r: sample.region[(r, NOMINAL)] for r in sample.regions}
 
 
-def visibility(model, sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, cfg: AnalysisConfig,
+def visibility(model, sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, cuts: RegionCuts,
                systematic: str, calibration, eval_weights: np.ndarray | None = None,
                regions_after: dict[str, np.ndarray] | None = None, nn_nominal: np.ndarray | None = None,
                nn_attacked: np.ndarray | None = None) -> dict:
     """Would data at the analysis luminosity show the attacked simulation? The calibrated
     global test's power (hsaudit.visibility) for the attacked rows judged with
     ``eval_weights`` (default their weights); ``hidden`` when the power is at most
-    ``checks.power_max``. ``nn_nominal``: the model's nominal output of every row;
+    ``checks.power_max``. ``regions_after``: the rows' membership after the attack (default:
+    from the region ``cuts``). ``nn_nominal``: the model's nominal output of every row;
     ``nn_attacked``: its output of the attacked rows (each computed when not given)."""
     from hsaudit.attack_regions import regions_after_attack
     from hsaudit.calibration_stage import looks_use_nn_output, nominal_outputs
     from hsaudit.ml.evaluation import predict
 
     if regions_after is None:
-        regions_after = regions_after_attack(sample, rows, x_adv, cfg, systematic)
+        regions_after = regions_after_attack(sample, rows, x_adv, cuts, systematic)
     x_full, regions_full = shifted_sample(sample, rows, x_adv, regions_after)
     e_full = sample.weight.astype(np.float64).copy()
     if eval_weights is not None:
@@ -359,17 +388,19 @@ def visibility(model, sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, 
             "visibility": result.to_dict()}
 
 
-def published_checks(sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, cfg: AnalysisConfig,
-                     systematic: str, regions_after: dict[str, np.ndarray], eval_weights: np.ndarray,
-                     outputs_nominal: np.ndarray, outputs_attacked: np.ndarray) -> list[dict]:
+def published_checks(sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, signal_region: str,
+                     thresholds: dict, systematic: str, regions_after: dict[str, np.ndarray],
+                     eval_weights: np.ndarray, outputs_nominal: np.ndarray,
+                     outputs_attacked: np.ndarray) -> list[dict]:
     """The papers' statistics per region (KS, chi2, JSD, correlation change, NN output in
     control regions, standard band) against their published thresholds: reported so that
     the papers' criteria can be read off; the verdict is the calibrated test's. Computed on
     the judged events (non-zero ``eval_weights``); ``outputs_nominal`` / ``outputs_attacked``:
-    the model's outputs of the rows before and after the attack."""
+    the model's outputs of the rows before and after the attack; ``thresholds``: the
+    published thresholds (``published_thresholds``); the NN output is looked at outside
+    ``signal_region`` only."""
     from hsaudit.attacks.checks import ALL_CHECKS, correlation_check, run_checks
 
-    thresholds = published_thresholds(cfg)
     judged = np.asarray(eval_weights) != 0
     rows, x_adv, w = rows[judged], x_adv[judged], np.asarray(eval_weights)[judged]
     regions_after = {r: np.asarray(m, dtype=bool)[judged] for r, m in regions_after.items()}
@@ -386,7 +417,7 @@ def published_checks(sample: EventSample, rows: np.ndarray, x_adv: np.ndarray, c
             continue
         mu = sample.region[(region, f"{systematic}_up")][rows]
         md = sample.region[(region, f"{systematic}_down")][rows]
-        control = region != cfg.signal_region
+        control = region != signal_region
         results = run_checks(
             x_nom[m], x_adv[ma], w[m], sample.features, region,
             outputs_nominal=p_nom[m] if control else None,
@@ -418,17 +449,19 @@ def validate_attack(model, sample: EventSample, rows: np.ndarray, x_adv: np.ndar
     from hsaudit.attack_regions import regions_after_attack
     from hsaudit.ml.evaluation import predict
 
+    settings = AttackStageSettings.from_config(cfg)
     if regions_after is None:
-        regions_after = regions_after_attack(sample, rows, x_adv, cfg, systematic)
+        regions_after = regions_after_attack(sample, rows, x_adv, settings.region_cuts, systematic)
     if eval_weights is None:
         eval_weights = sample.weight[rows].astype(np.float64)
     # both predicted on the same rows in the same batches: an event the attack did not move has
     # exactly its nominal output (the KS statistics are sensitive to last-bit differences of ties)
     p_nom = predict(model, sample.X[NOMINAL][rows])
     p_adv = predict(model, x_adv)
-    result = visibility(model, sample, rows, x_adv, cfg, systematic, calibration, eval_weights, regions_after,
-                        nn_nominal=nn_nominal, nn_attacked=p_adv)
-    result["published"] = published_checks(sample, rows, x_adv, cfg, systematic, regions_after, eval_weights,
+    result = visibility(model, sample, rows, x_adv, settings.region_cuts, systematic, calibration, eval_weights,
+                        regions_after, nn_nominal=nn_nominal, nn_attacked=p_adv)
+    result["published"] = published_checks(sample, rows, x_adv, settings.signal_region,
+                                           settings.published_thresholds, systematic, regions_after, eval_weights,
                                            p_nom, p_adv)
     result["outputs_nominal"] = p_nom
     result["outputs_attacked"] = p_adv

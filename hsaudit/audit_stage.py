@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from hsaudit.config import AnalysisConfig
-from hsaudit.errors import AuditError
 from hsaudit.samples import EventSample
 from hsaudit.tables import NOMINAL
 
@@ -56,7 +55,8 @@ def _finite(x, default=0.0) -> float:
 
 def control_attacks(cfg: AnalysisConfig, attacks: list[str]) -> list[str]:
     """The configured attacks that are random controls (type random): the null, not candidates."""
-    return [a for a in attacks if cfg.attacks.get(a, {}).get("type", a) == "random"]
+    # an attack that is not configured is the built-in control of its name (attack_stage.make_attack)
+    return [a for a in attacks if (cfg.attack_settings(a).type if a in cfg.attacks else a) == "random"]
 
 
 def attack_entry(files: AttackFiles, impact: dict, toys: dict | None, seeds: dict | None = None) -> dict:
@@ -158,17 +158,18 @@ def assemble(cfg: AnalysisConfig, sample: EventSample, models: dict[str, ModelIn
     controls = control_attacks(cfg, attacks)
     candidates = [a for a in attacks if a not in controls]
     settings = verdict_settings(cfg)
+    closure_setting = cfg.section("fit").closure.model_dump()
     out, figures = {}, []
     for mname, m in models.items():
         outputs = m.nn_outputs
         lk = m.likelihood
         model = Model(lk["spec"])
         toys = m.toys
-        closure_entry = closure(toys["nominal"], lk["mu_true"], cfg.fit.get("closure"))
+        closure_entry = closure(toys["nominal"], lk["mu_true"], closure_setting)
         imp = m.impacts
         systs = {}
         for syst in systematics:
-            rows = attack_rows(sample, cfg, syst)
+            rows = attack_rows(sample, syst)
             entries, seeds = {}, {}
             for a in attacks:
                 key = f"{syst}/{a}"
@@ -226,20 +227,11 @@ def assemble(cfg: AnalysisConfig, sample: EventSample, models: dict[str, ModelIn
 
 
 def verdict_settings(cfg: AnalysisConfig) -> dict:
-    """``audit.verdict``: n_sigma (default 2) and null_quantile (0.95); the closure gate is
+    """``audit.verdict`` of the typed audit section (hsaudit.config_schema.VerdictSettings:
+    keys, ranges and defaults): {"n_sigma", "null_quantile"}; the closure gate is
     ``fit.closure`` (hsaudit.verdict.closure_settings)."""
-    raw = dict(cfg.audit.get("verdict") or {})
-    known = {"n_sigma", "null_quantile"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise AuditError(f"audit.verdict: unknown setting(s) {unknown}; known: {sorted(known)}")
-    n_sigma = raw.get("n_sigma", 2.0)
-    q = raw.get("null_quantile", 0.95)
-    if isinstance(n_sigma, bool) or not isinstance(n_sigma, (int, float)) or not n_sigma > 0:
-        raise AuditError(f"audit.verdict.n_sigma must be a number > 0, got {n_sigma!r}")
-    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q < 1:
-        raise AuditError(f"audit.verdict.null_quantile must be in (0, 1), got {q!r}")
-    return {"n_sigma": float(n_sigma), "null_quantile": float(q)}
+    verdict = cfg.section("audit").verdict
+    return {"n_sigma": float(verdict.n_sigma), "null_quantile": float(verdict.null_quantile)}
 
 
 def augmented_workspace(cfg: AnalysisConfig, sample: EventSample, m: ModelInputs, outputs: dict, mname: str,

@@ -65,8 +65,8 @@ def random_control_name(cfg: AnalysisConfig) -> str:
     """The configured attack of type ``random`` (the first), else the built-in control."""
     from hsaudit.attack_stage import RANDOM_CONTROL
 
-    for name, spec in cfg.attacks.items():
-        if spec.get("type", name) == "random":
+    for name in cfg.attacks:
+        if cfg.attack_settings(name).type == "random":
             return name
     return RANDOM_CONTROL
 
@@ -76,9 +76,11 @@ def random_control(model, sample: EventSample, cfg: AnalysisConfig, model_name: 
     """Per seed: power, hidden and the attacked events' NN outputs turned into an impact on
     mu (Asimov fit with the nominal model, hsaudit.stats.impacts); and the hidden rate.
     ``outputs``: the model's NN outputs per variant (hsaudit.nn_outputs)."""
+    from hsaudit.attack_regions import RegionCuts
     from hsaudit.attack_stage import run_attack, visibility
     from hsaudit.ml.evaluation import predict
 
+    cuts = RegionCuts.from_config(cfg)
     n = null_seeds(cfg)
     name = random_control_name(cfg)
     nn_nominal = outputs[NOMINAL]
@@ -86,7 +88,7 @@ def random_control(model, sample: EventSample, cfg: AnalysisConfig, model_name: 
     for k in range(n):
         seed = derive_seed(cfg.seed, "random-control", model_name, systematic, k)
         outcome = run_attack(model, sample, cfg, model_name, systematic, name, seed=seed)
-        vis = visibility(model, sample, outcome.rows, outcome.x_adv, cfg, systematic, calibration,
+        vis = visibility(model, sample, outcome.rows, outcome.x_adv, cuts, systematic, calibration,
                          outcome.eval_weights, outcome.regions, nn_nominal=nn_nominal)
         seeds.append({"seed": seed, "power": vis["power"], "power_unc": vis["power_unc"], "hidden": vis["hidden"],
                       "output_shift_wasserstein": float(outcome.metrics["output_shift"]["wasserstein"])})

@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hsaudit.attack_regions import FeatureCut, region_cuts, regions_after_attack
+from hsaudit.attack_regions import FeatureCut, RegionCuts, region_cuts, regions_after_attack
 from hsaudit.attack_stage import attack_rows
 from hsaudit.attacks.checks import correlation_check, run_checks
 from hsaudit.attacks.metrics import output_shift, wasserstein_distance
@@ -70,28 +70,28 @@ def test_feature_cut_bounds_and_missing_values():
 
 def test_zero_attack_keeps_every_region_and_rows_include_entering_candidates():
     cfg, s = sample_with_threshold()
-    rows = attack_rows(s, cfg, "tau_es")
+    rows = attack_rows(s, "tau_es")
     assert rows.tolist() == [0, 1, 2, 3, 4]  # event 3 can enter under tau_es up; event 5 cannot
-    after = regions_after_attack(s, rows, s.X[NOMINAL][rows], cfg, "tau_es")
+    after = regions_after_attack(s, rows, s.X[NOMINAL][rows], RegionCuts.from_config(cfg), "tau_es")
     for r in s.regions:
         assert np.array_equal(after[r], s.region[(r, NOMINAL)][rows])
 
 
 def test_events_migrate_across_the_threshold():
     cfg, s = sample_with_threshold()
-    rows = attack_rows(s, cfg, "tau_es")
+    rows = attack_rows(s, "tau_es")
     x = s.X[NOMINAL][rows].copy()
     x[1, 1] = 24.9   # 25.5 -> 24.9: leaves
     x[3, 1] = 25.2   # 24.5 -> 25.2: a candidate (in the signal region under tau_es up) that enters
     x[0, 3] += 5.0   # m_vis is no cut feature: membership unchanged
-    after = regions_after_attack(s, rows, x, cfg, "tau_es")[cfg.signal_region]
+    after = regions_after_attack(s, rows, x, RegionCuts.from_config(cfg), "tau_es")[cfg.signal_region]
     assert after.tolist() == [True, False, True, True, True]
     # the same move for an event that is in no variant's selection does not enter it
     s.region[(cfg.signal_region, "tau_es_up")][3] = False
-    after = regions_after_attack(s, rows, x, cfg, "tau_es")[cfg.signal_region]
+    after = regions_after_attack(s, rows, x, RegionCuts.from_config(cfg), "tau_es")[cfg.signal_region]
     assert not after[3]
     with pytest.raises(AuditError, match="attacked features have shape"):
-        regions_after_attack(s, rows, x[:2], cfg, "tau_es")
+        regions_after_attack(s, rows, x[:2], RegionCuts.from_config(cfg), "tau_es")
 
 
 def test_checks_and_templates_with_migrated_events():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from hsaudit.attack_regions import RegionCuts
 from hsaudit.attack_stage import (attack_rows, evaluation_weights, fitting_half, event_keys, run_attack,
                                    validate_attack, visibility)
 from hsaudit.calibration_stage import calibrate_model
@@ -38,7 +39,7 @@ def setup():
 
 def test_every_selected_event_is_attacked_and_no_subset_setting(setup):
     cfg, s, model, calibration, _ = setup
-    rows = attack_rows(s, cfg, "tau_es")
+    rows = attack_rows(s, "tau_es")
     selected = np.zeros(len(s), bool)
     for r in s.regions:
         for v in (NOMINAL, "tau_es_up", "tau_es_down"):
@@ -52,7 +53,7 @@ def test_every_selected_event_is_attacked_and_no_subset_setting(setup):
         assert moved[in_cr].mean() > 0.9, r
     assert np.array_equal(out.eval_weights, s.weight[out.rows])
     with pytest.raises(AuditError, match="audit.max_events is no longer a setting"):
-        attack_rows(s, dataclasses.replace(cfg, audit={**cfg.audit, "max_events": 100}), "tau_es")
+        run_attack(model, s, dataclasses.replace(cfg, audit={**cfg.audit, "max_events": 100}), "m", "tau_es", "pgd")
 
 
 def test_control_region_looks_see_an_attack_that_moves_control_region_events(setup):
@@ -65,7 +66,7 @@ def test_control_region_looks_see_an_attack_that_moves_control_region_events(set
     # the published statistics are reported per region, control regions included
     assert {c["region"] for c in res["published"]} == set(s.regions)
     # a zero attack is invisible: zero shift in every look, power at the false-alarm level
-    zero = visibility(model, s, out.rows, s.X[NOMINAL][out.rows], cfg, "tau_es", calibration)
+    zero = visibility(model, s, out.rows, s.X[NOMINAL][out.rows], RegionCuts.from_config(cfg), "tau_es", calibration)
     assert all(lk["lambda_raw"] == 0 for lk in zero["visibility"]["looks"])
     assert zero["power"] <= 0.1 and zero["hidden"]
 
@@ -75,7 +76,7 @@ def test_random_control_is_hidden_and_standard_powers_are_reported(setup):
     hidden = []
     for k in range(5):
         out = run_attack(model, s, cfg, "m", "tau_es", "random", seed=100 + k)
-        hidden.append(visibility(model, s, out.rows, out.x_adv, cfg, "tau_es", calibration, out.eval_weights,
+        hidden.append(visibility(model, s, out.rows, out.x_adv, RegionCuts.from_config(cfg), "tau_es", calibration, out.eval_weights,
                                  out.regions)["hidden"])
     assert all(hidden)
     power = summary["standard_power"]["tau_es"]
