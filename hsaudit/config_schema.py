@@ -367,6 +367,11 @@ class AttackSettingsBase(Section):
     batch_size: int = Field(65536, gt=0, description="Events per batch on the device.")
     direction: Literal[1, -1] = Field(1, description="shift_output: +1 pushes the NN output towards signal, -1 away.")
 
+    def keeps_hidden(self) -> bool:
+        """Does the attack keep only states the visibility test calls hidden (so that it needs
+        the model's calibration while it runs)? Only attacks with a ``keep_hidden`` setting can."""
+        return False
+
 
 class RandomSettings(AttackSettingsBase):
     """Uniform perturbation inside the envelope: the control every attack must beat."""
@@ -442,6 +447,9 @@ class AdversarialNetworkSettings(AttackSettingsBase):
     corr_max: float = Field(0.0, ge=0, description="Stop when the correlation change exceeds this (0: no stop).")
     keep_hidden: bool = Field(False, description=(
         "Keep only states that the audit's own checks call hidden (every region, after re-selection)."))
+
+    def keeps_hidden(self) -> bool:
+        return self.keep_hidden
 
 
 class CONSERVAttackSettings(AttackSettingsBase):

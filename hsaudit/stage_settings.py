@@ -30,7 +30,7 @@ def validate_stage_settings(cfg) -> None:
     treatment_settings(cfg.fit.get("shape_treatment"))
     closure_settings(cfg.fit.get("closure"))
     replicas_setting(cfg)
-    if (cfg.input or {}).get("kind") == "flat":
+    if cfg.section("input").kind == "flat":
         from hsaudit.flat_tables import parse_flat_options
 
         parse_flat_options(cfg)

@@ -89,7 +89,7 @@ class AttackBranches(AuditWorkflow):
 
         parts = [model_hash, self.cfg.raw["attacks"][b["attack"]], self.cfg.raw["systematics"][b["systematic"]],
                  audit, self.cfg.seed, ENVELOPE_RULE]
-        if self.cfg.attacks[b["attack"]].get("type", b["attack"]) == "fgsm":
+        if self.cfg.attack_settings(b["attack"]).type == "fgsm":
             from hsaudit.attack_stage import feature_kinds
 
             # FGSM steps relatively or absolutely by the features' kinds, resolved from the config
@@ -100,7 +100,7 @@ class AttackBranches(AuditWorkflow):
         return short_hash(parts)
 
     def uses_monitor(self) -> bool:
-        return bool(self.cfg.attacks[self.branch_data["attack"]].get("keep_hidden", False))
+        return self.cfg.attack_settings(self.branch_data["attack"]).keeps_hidden()
 
     def branch_dir(self) -> tuple[str, str, str]:
         b = self.branch_data

@@ -24,7 +24,8 @@ class GenerateEvents(AuditWorkflow):
         for ds_index, (name, ds) in enumerate(self.cfg.datasets.items()):
             if ds.generate is None:
                 continue
-            n_total, n_files = ds.generate["n_events"], ds.generate.get("n_files", 1)
+            generate = self.cfg.settings.datasets[name].generate
+            n_total, n_files = generate.n_events, generate.n_files
             first = 0
             for i in range(n_files):
                 n = n_total // n_files + (1 if i < n_total % n_files else 0)
@@ -70,14 +71,14 @@ class SelectEvents(AuditWorkflow):
 
     def create_branch_map(self):
         cfg = self.cfg
-        if cfg.input.get("kind", "nanoaod") != "nanoaod":
+        if cfg.section("input").kind != "nanoaod":
             raise AuditError(f"config '{self.config}' reads flat tables (input.kind: flat): run "
                              "MergeFeatures directly, there is no coffea selection to run")
         branches = []
         gen_index = 0
         for name, ds in cfg.datasets.items():
             if ds.generate is not None:
-                for i in range(ds.generate.get("n_files", 1)):
+                for i in range(cfg.settings.datasets[name].generate.n_files):
                     branches.append(dict(dataset=name, index=i, file=None, generate_branch=gen_index))
                     gen_index += 1
             else:
@@ -127,7 +128,7 @@ class SelectEvents(AuditWorkflow):
         table = select_files(
             [self.input_file()], cfg.datasets[b["dataset"]], cfg, executor=self.executor,
             workers=self.executor_workers, scheduler_address=self.scheduler_address or None,
-            chunk_size=cfg.input.get("chunk_size"), require=False,
+            chunk_size=cfg.section("input").chunk_size, require=False,
         )
         for line in table.meta.extra.get("warnings", []):
             warn(line)
@@ -143,7 +144,7 @@ class MergeFeatures(AuditWorkflow):
 
     @property
     def is_flat(self) -> bool:
-        return self.cfg.input.get("kind", "nanoaod") == "flat"
+        return self.cfg.section("input").kind == "flat"
 
     def workflow_requires(self):
         reqs = super().workflow_requires()

@@ -77,7 +77,8 @@ class TrainModel(ModelWorkflow):
             from hsaudit.classifier_stage import probe_events
             from hsaudit.ml.modelio import check_feature_list
 
-            features = spec.get("features", self.cfg.feature_names)
+            declared = self.cfg.model_settings(self.model_name).features
+            features = self.cfg.feature_names if declared is None else declared
             sample = load_sample(self)
             # probe on selected events with finite nominal features, in the model's order
             probe = probe_events(sample, check_feature_list(features, sample.features))
