@@ -28,12 +28,43 @@ Choices (documented in docs/audit.md):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from hsaudit.config import AnalysisConfig
+from hsaudit.config import AnalysisConfig, Systematic
+from hsaudit.config_schema import FitSection
 from hsaudit.errors import AuditError
+from hsaudit.histograms import weighted_histogram
 from hsaudit.samples import EventSample
 from hsaudit.tables import NOMINAL
+
+
+@dataclass(frozen=True)
+class FitStageSettings:
+    """What the fit stage reads of the configuration, built once where it is entered
+    (``from_config``): the typed ``fit`` section, the fitted channels and the systematics by
+    their role in the likelihood."""
+
+    fit: FitSection
+    channels: tuple[str, ...]                 # fit.channels, default every region
+    systematics: tuple[str, ...]              # every configured systematic
+    weight_systematics: tuple[str, ...]       # type weight
+    normalisations: tuple[Systematic, ...]    # type normalization (the one named lumi: the luminosity)
+
+    @classmethod
+    def from_config(cls, cfg: AnalysisConfig) -> "FitStageSettings":
+        fit = cfg.section("fit")
+        return cls(fit=fit, channels=tuple(fit.channels or cfg.regions), systematics=tuple(cfg.systematics),
+                   weight_systematics=tuple(s.name for s in cfg.systematics_of_type("weight")),
+                   normalisations=tuple(cfg.systematics_of_type("normalization")))
+
+    def shape_systematics(self, sample: EventSample) -> list[str]:
+        """The shape systematics of the likelihood: the configured shifts the sample has variants
+        of, then the weight systematics it has weight variations of."""
+        shifts = [s for s in sample.shift_names() if s in self.systematics]
+        weights = [s for s in self.weight_systematics if f"{s}_up" in sample.weight_variations]
+        return shifts + weights
 
 
 def fit_channels(cfg: AnalysisConfig) -> list[str]:
@@ -47,13 +78,6 @@ def variant_systematics(cfg: AnalysisConfig) -> list[str]:
     return list(cfg.shift_names) + [s.name for s in cfg.systematics_of_type("weight")]
 
 
-def shape_systematics(cfg: AnalysisConfig, sample: EventSample) -> list[str]:
-    shifts = [s for s in sample.shift_names() if s in cfg.systematics]
-    weights = [s.name for s in cfg.systematics_of_type("weight")
-               if f"{s.name}_up" in sample.weight_variations]
-    return shifts + weights
-
-
 def scenarios(cfg: AnalysisConfig, shape_systs: list[str], attacks: list[tuple[str, str]]) -> list[str]:
     """Truths of the pseudo-experiments: nominal, +-1 sigma of each shape systematic, attacks."""
     out = ["nominal"]
@@ -63,10 +87,11 @@ def scenarios(cfg: AnalysisConfig, shape_systs: list[str], attacks: list[tuple[s
     return out
 
 
-def binning(outputs: np.ndarray, sample: EventSample, cfg: AnalysisConfig, channel: str) -> np.ndarray:
+def binning(outputs: np.ndarray, sample: EventSample, fit: FitSection, channel: str) -> np.ndarray:
+    """NN-output bin edges of ``channel`` by the typed ``fit`` section (binning, n_bins and the
+    optimised binning's limits)."""
     from hsaudit.stats.binning import optimised_edges, uniform_edges
 
-    fit = cfg.section("fit")
     n_bins = fit.n_bins
     if fit.binning == "uniform":
         return uniform_edges(n_bins)
@@ -88,13 +113,6 @@ def binning(outputs: np.ndarray, sample: EventSample, cfg: AnalysisConfig, chann
         return uniform_edges(1)
 
 
-def _hist(scores, weights, edges):
-    scores = np.clip(scores, edges[0], edges[-1])
-    counts, _ = np.histogram(scores, edges, weights=weights)
-    sumw2, _ = np.histogram(scores, edges, weights=weights ** 2)
-    return counts, sumw2
-
-
 def _bin_index(scores, edges) -> np.ndarray:
     """Bin of each score as np.histogram assigns it (after clipping into the edges; the last
     bin includes its right edge); -1 for NaN (np.histogram drops those)."""
@@ -104,15 +122,15 @@ def _bin_index(scores, edges) -> np.ndarray:
     return np.where(np.isfinite(scores), idx, -1)
 
 
-def template_index(outputs: dict[str, np.ndarray], sample: EventSample, cfg: AnalysisConfig,
+def template_index(outputs: dict[str, np.ndarray], sample: EventSample, settings: FitStageSettings,
                    edges: dict[str, np.ndarray]) -> dict:
-    """Per (channel, dataset): the rows and bins of the nominal template and, per shape
+    """Per (channel, dataset) of ``settings.channels``: the rows and bins of the nominal template and, per shape
     systematic and direction, the rows, bins and the weight array they take (the nominal
     weight for shift variants, the weight variation otherwise). Templates for any event
     weights (a bootstrap replica) then cost a few bincounts (:func:`templates_from_index`)."""
-    systs = shape_systematics(cfg, sample)
+    systs = settings.shape_systematics(sample)
     index: dict = {"edges": {ch: np.asarray(e, dtype=np.float64) for ch, e in edges.items()}, "channels": {}}
-    for ch in fit_channels(cfg):
+    for ch in settings.channels:
         e = index["edges"][ch]
         per_ds = {}
         for d, name in enumerate(sample.datasets):
@@ -189,15 +207,16 @@ def templates_from_index(index: dict, sample: EventSample, event_scale: np.ndarr
     return hists
 
 
-def template_histograms(outputs: dict[str, np.ndarray], sample: EventSample, cfg: AnalysisConfig,
+def template_histograms(outputs: dict[str, np.ndarray], sample: EventSample, settings: FitStageSettings,
                         edges: dict[str, np.ndarray]) -> dict:
     """{channel: {dataset: {"nominal", "sumw2", "shapes": {syst: {"up", "down"}}, "shape_noise"}}}"""
-    return templates_from_index(template_index(outputs, sample, cfg, edges), sample)
+    return templates_from_index(template_index(outputs, sample, settings, edges), sample)
 
 
-def norm_systematics(cfg: AnalysisConfig, sample: EventSample) -> tuple[dict, float | None]:
+def norm_systematics(normalisations, sample: EventSample) -> tuple[dict, float | None]:
+    """({name: normsys entry}, luminosity uncertainty or None) of the normalisation systematics."""
     norm, lumi = {}, None
-    for s in cfg.systematics_of_type("normalization"):
+    for s in normalisations:
         if s.name == "lumi":
             lumi = s.uncertainty
             continue
@@ -227,36 +246,52 @@ def build_likelihood(outputs: dict[str, np.ndarray], sample: EventSample, cfg: A
     from hsaudit.stats.model import Model
     from hsaudit.stats.template_treatment import treat_templates, treatment_settings
 
-    treatment = treatment_settings(cfg.fit.get("shape_treatment"))
+    settings = FitStageSettings.from_config(cfg)
+    fit = settings.fit
+    treatment = treatment_settings(shape_treatment_setting(fit))
     if index is not None:
         edges = index["edges"]
     if edges is None:
-        edges = {ch: binning(outputs[NOMINAL], sample, cfg, ch) for ch in fit_channels(cfg)}
+        edges = {ch: binning(outputs[NOMINAL], sample, fit, ch) for ch in settings.channels}
     if index is None:
-        index = template_index(outputs, sample, cfg, edges)
+        index = template_index(outputs, sample, settings, edges)
     hists = templates_from_index(index, sample, event_scale)
     treated, record = treat_templates(hists, treatment, pruning)
-    norm, lumi = norm_systematics(cfg, sample)
+    norm, lumi = norm_systematics(settings.normalisations, sample)
     signals = signal_samples(sample)
-    bounds = cfg.section("fit").mu_bounds
+    bounds = fit.mu_bounds
     if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and bounds[0] < 1.0 < bounds[1]):
         raise AuditError(f"fit.mu_bounds must be [low, high] around 1, got {bounds!r}")
-    mc_stat = cfg.section("fit").mc_stat_uncertainty
+    mc_stat = fit.mc_stat_uncertainty
     # bias studies need room below zero: a bound at mu = 0 would itself bias the toys
     spec = build_spec(treated, signal_samples=signals, norm_systs=norm, lumi_uncertainty=lumi,
                       edges=edges, negative_yields="clip", poi_bounds=tuple(float(b) for b in bounds),
                       staterror=mc_stat)
     model = Model(spec)
-    mu = float(cfg.section("fit").mu_true)
+    mu = float(fit.mu_true)
     # truths are kept per channel: a concatenated vector would depend on the channel order
     truths = {"nominal": model.channel_data(truth_from_histograms(model, hists, signal_samples=signals, mu=mu))}
-    for s in shape_systematics(cfg, sample):
+    for s in settings.shape_systematics(sample):
         for direction in ("up", "down"):
             truths[f"{s}_{direction}"] = model.channel_data(truth_from_histograms(
                 model, hists, signal_samples=signals, mu=mu, variation=s, direction=direction))
     return {"spec": spec, "edges": edges, "signal_samples": signals, "truths": truths,
             "channels": list(hists), "mu_true": mu, "shape_treatment": record,
             "datasets": list(sample.datasets)}
+
+
+def shape_treatment_setting(fit: FitSection):
+    """``fit.shape_treatment`` of the typed section as hsaudit.stats.template_treatment reads it:
+    true / false, or the mapping with every default of the schema filled in."""
+    st = fit.shape_treatment
+    return st if isinstance(st, bool) else st.model_dump()
+
+
+def _hist(values, weights, edges):
+    """Weighted histogram of NN outputs: values outside the edges clipped into the first / last
+    bin, NaN left out, sums as np.histogram adds them (hsaudit.histograms)."""
+    return weighted_histogram(values, weights, edges, outside="clip", nonfinite="drop", sums="cumulative",
+                              what="attacked templates")
 
 
 def row_table(outputs_nominal: np.ndarray, sample: EventSample, cfg: AnalysisConfig) -> dict:

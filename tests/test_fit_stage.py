@@ -56,3 +56,26 @@ def test_mc_stat_uncertainty_can_be_switched_off():
             assert "staterror" not in s
     with pytest.raises(AuditError, match="fit.mc_stat_uncertainty: expected true or false"):
         build_likelihood(outputs, sample, with_fit(cfg, mc_stat_uncertainty="no"))
+
+
+def test_attacked_deltas_histograms_are_numpys_on_clipped_outputs():
+    """The attacked templates' histograms (hsaudit.histograms) are np.histogram of the outputs
+    clipped into the edges, bit for bit, values on the edges and outside them included."""
+    from hsaudit.fit_stage import attacked_deltas
+
+    rng = np.random.default_rng(5)
+    edges = np.array([0.0, 0.13, 0.5, 0.77, 1.0])
+    n = 3000
+    before = rng.uniform(0.0, 1.0, n)
+    after = rng.uniform(-0.1, 1.1, n)
+    after[:60] = rng.choice(edges, 60)
+    w = rng.normal(1.0, 0.4, n)
+    rows_info = {"weight": w, "is_signal": np.zeros(n, bool), "channels": np.ones((1, n), bool),
+                 "output": before, "dataset": np.zeros(n, np.int64)}
+    lk = {"channels": ["signal"], "edges": {"signal": edges}, "mu_true": 1.0}
+    delta = attacked_deltas(lk, rows_info, np.arange(n), after)["signal"]
+
+    def numpy_hist(v):
+        return np.histogram(np.clip(v, edges[0], edges[-1]), edges, weights=w)[0]
+
+    assert np.array_equal(delta, numpy_hist(after) - numpy_hist(before))

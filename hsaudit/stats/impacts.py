@@ -230,7 +230,7 @@ def impacts_with_uncertainty(outputs: dict, sample, cfg, attacks: dict, n_replic
     decisions) instead of re-deciding them (default: the whole procedure is replicated)."""
     from hsaudit.stats.template_treatment import pruning_decisions
 
-    from hsaudit.fit_stage import build_likelihood, row_table, shape_systematics, template_index
+    from hsaudit.fit_stage import FitStageSettings, build_likelihood, row_table, template_index
 
     n_replicas = replicas_setting(cfg, n_replicas)
     max_iter = cfg.section("fit").max_iterations if max_iter is None else int(max_iter)
@@ -244,10 +244,11 @@ def impacts_with_uncertainty(outputs: dict, sample, cfg, attacks: dict, n_replic
         if not np.isfinite(np.asarray(a.attacked_outputs, dtype=np.float64)).all():
             raise AuditError(f"attack '{name}': attacked NN outputs contain NaN or inf")
     lk = build_likelihood(outputs, sample, cfg)
+    fit_settings = FitStageSettings.from_config(cfg)
     if parameters is None:
-        parameters = shape_systematics(cfg, sample) + [s.name for s in cfg.systematics_of_type("normalization")]
+        parameters = fit_settings.shape_systematics(sample) + [s.name for s in fit_settings.normalisations]
     parameters = list(dict.fromkeys(parameters))
-    index = template_index(outputs, sample, cfg, lk["edges"])
+    index = template_index(outputs, sample, fit_settings, lk["edges"])
     rows_info = row_table(outputs["nominal"], sample, cfg)
     std0, bias0, mu0, sig0 = _one_model(lk, rows_info, attacks, parameters, None, max_iter)
 
