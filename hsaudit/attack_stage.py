@@ -79,9 +79,6 @@ class AttackStageSettings:
     @classmethod
     def from_config(cls, cfg: AnalysisConfig) -> "AttackStageSettings":
         audit = cfg.section("audit")
-        if "max_events" in audit.model_fields_set:
-            raise AuditError("audit.max_events is no longer a setting: every selected event is attacked "
-                             "(a mismodelling of a subset would be diluted); remove it from the configuration")
         return cls(signal_region=cfg.signal_region, n_sigma=float(audit.n_sigma),
                    integer_features=tuple(integer_features(cfg)), region_cuts=RegionCuts.from_config(cfg),
                    published_thresholds=published_thresholds(cfg))

@@ -532,7 +532,6 @@ class AuditSection(Section):
         "(at least 20 for a verdict)."))
     attack_seeds: int = Field(3, ge=0, description=(
         "Extra seeds each stochastic attack is rerun with for the seed part of its impact's uncertainty (0: off)."))
-    max_events: int | None = Field(None, gt=0, description="Attack at most this many events (a deterministic subset).")
     verdict: VerdictSettings = Field(default_factory=VerdictSettings, description="How impacts become a verdict.")
 
 
