@@ -126,11 +126,12 @@ def _plan(files, chunk_size: int, config: AnalysisConfig | None) -> tuple[list[t
     if not files:
         raise AuditError("no input files given to the selection")
     chunks, branches = [], {}
+    settings = _mapping(config)
     for path in files:
-        f, tree = _open_checked(path, *_mapping(config))
+        f, tree = _open_checked(path, *settings)
         with f:
             n = int(tree.num_entries)
-            branches[path] = branches_read(tree.keys(), *_mapping(config))
+            branches[path] = branches_read(tree.keys(), *settings)
         for start in range(0, n, int(chunk_size)):
             chunks.append((path, start, min(start + int(chunk_size), n)))
     return chunks, branches
@@ -193,7 +194,8 @@ def select_chunk(
 
     path = str(path)
     proc = SelectionProcessor(dataset, config)
-    f, tree = _open_checked(path, *_mapping(config))  # the open file (and its cached tree) is reused below
+    settings = _mapping(config)
+    f, tree = _open_checked(path, *settings)  # the open file (and its cached tree) is reused below
     n = int(tree.num_entries)
     if not (0 <= entry_start <= entry_stop <= n):
         f.close()
@@ -203,7 +205,7 @@ def select_chunk(
         return empty_table(dataset, config, path)
     ctx = _quiet_warnings()
     try:
-        branches = branches_read(tree.keys(), *_mapping(config))
+        branches = branches_read(tree.keys(), *settings)
         events = NanoEventsFactory.from_root(
             f, treepath=TREE_NAME, mode="virtual", schemaclass=NanoAODSchema,
             entry_start=entry_start, entry_stop=entry_stop,
